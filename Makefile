@@ -1,0 +1,58 @@
+# Parley: `make run` starts a dev node, `make test` runs everything CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run test lint typecheck unit services services-stop cluster cluster-stop bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)
+
+run: install
+	@echo
+	@echo "  Parley dev node on http://127.0.0.1:8000 (embedded log, SQLite in ./.parley)"
+	@echo "  Get a token:   $(BIN)/parley token alice --dev"
+	@echo "            or:  curl -s -XPOST http://127.0.0.1:8000/api/dev/token -d '{\"user\":\"alice\"}'"
+	@echo "  Connect:       ws://127.0.0.1:8000/ws?token=<token>&room=general"
+	@echo
+	@$(BIN)/parley serve --dev
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+services:
+	@bash scripts/services.sh start
+
+services-stop:
+	@bash scripts/services.sh stop
+
+cluster:
+	@bash scripts/kafka-cluster.sh start
+
+cluster-stop:
+	@bash scripts/kafka-cluster.sh stop
+
+# Lint and types first (cheap), then the whole suite against a real broker and
+# PostgreSQL that `services` starts (or reuses).
+test: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	@set -euo pipefail; \
+	  lines=$$(bash scripts/services.sh start | tail -n 2); \
+	  export PARLEY_TEST_KAFKA_BOOTSTRAP=$$(echo "$$lines" | sed -n 's/^PARLEY_KAFKA_BOOTSTRAP=//p'); \
+	  export PARLEY_TEST_DATABASE_URL=$$(echo "$$lines" | sed -n 's/^PARLEY_DATABASE_URL=//p'); \
+	  $(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .parley .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""JWT verification and issuing; keys and clock come from outside."""

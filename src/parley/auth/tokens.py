@@ -1,0 +1,130 @@
+"""Verify the JWT a client presents, and issue tokens for development.
+
+The accepted algorithms are a fixed list from configuration, passed to PyJWT
+explicitly: a token's own `alg` header never chooses how it is checked, so
+`alg: none` and algorithm confusion (an HS256 token signed with an RSA public
+key) are refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jwt
+
+from parley.protocol.names import is_user_id
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "PS256"})
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, expired, not yet valid or wrongly signed.
+
+    The message is safe to show to the client and to log: it never holds the token.
+    """
+
+
+@dataclass(slots=True, frozen=True)
+class Identity:
+    user: str
+    name: str | None
+    expires_at: int
+
+
+@dataclass(slots=True, frozen=True)
+class VerifierConfig:
+    algorithms: tuple[str, ...]
+    secret: str | None = None
+    public_key: str | None = None  # PEM
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_s: int = 0
+
+
+class TokenVerifier:
+    """Checks signature, `exp`, `nbf`, and `iss`/`aud` when configured."""
+
+    def __init__(self, config: VerifierConfig, clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._clock = clock
+        self._keys: dict[str, object] = {}
+        for alg in config.algorithms:
+            if alg in HMAC_ALGORITHMS:
+                if not config.secret:
+                    raise ValueError(f"algorithm {alg} needs a secret")
+                self._keys[alg] = config.secret
+            elif alg in ASYMMETRIC_ALGORITHMS:
+                if not config.public_key:
+                    raise ValueError(f"algorithm {alg} needs a public key")
+                self._keys[alg] = config.public_key
+            else:
+                raise ValueError(f"algorithm {alg!r} is not supported")
+
+    def verify(self, token: str | None) -> Identity:
+        if not token:
+            raise InvalidToken("missing token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._keys:
+            raise InvalidToken("token algorithm not accepted")
+        options: dict[str, object] = {"require": ["exp", "sub"], "verify_iat": False}
+        try:
+            claims = jwt.decode(
+                token,
+                self._keys[alg],  # type: ignore[arg-type]
+                algorithms=[alg],
+                issuer=self._config.issuer,
+                audience=self._config.audience,
+                leeway=self._config.leeway_s,
+                options=options,  # type: ignore[arg-type]
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidToken("token not yet valid") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("token audience not accepted") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("token issuer not accepted") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("token signature invalid") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not is_user_id(sub):
+            raise InvalidToken("token subject is not a valid user id")
+        exp = claims["exp"]
+        if not isinstance(exp, int | float):
+            raise InvalidToken("token exp is not a number")
+        name = claims.get("name")
+        return Identity(sub, name if isinstance(name, str) else None, int(exp))
+
+
+def issue_token(
+    secret: str,
+    user: str,
+    ttl_s: int = 24 * 3600,
+    *,
+    name: str | None = None,
+    issuer: str | None = None,
+    audience: str | None = None,
+    now: float | None = None,
+) -> str:
+    """An HS256 token, as `parley token` and the dev endpoint hand out."""
+    if not is_user_id(user):
+        raise ValueError(f"not a valid user id: {user!r}")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, object] = {"sub": user, "iat": issued, "exp": issued + ttl_s}
+    if name:
+        claims["name"] = name
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,1 @@
+"""The `parley` command: the one place where implementations are chosen."""

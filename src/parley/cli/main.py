@@ -1,0 +1,208 @@
+"""`parley serve | token | worker`.
+
+Every flag has a `PARLEY_*` variable; a flag given on the command line wins.
+A wrong or missing setting ends the command with one line naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from parley.auth.tokens import TokenVerifier, VerifierConfig, issue_token
+from parley.cli.wiring import make_log, make_store
+from parley.config import ConfigError, Settings, load_settings
+from parley.log.base import LogError
+from parley.metrics import Metrics
+from parley.storage.base import StoreError
+
+logger = logging.getLogger("parley")
+
+
+class StartupError(Exception):
+    """Start-up failed for a reason the operator can fix; printed as one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description="Parley chat backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one gateway node")
+    serve.add_argument("--host", help="listen address (PARLEY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", help="listen port (PARLEY_PORT, default 8000)")
+    serve.add_argument("--node-id", help="this node's id (PARLEY_NODE_ID)")
+    serve.add_argument("--dev", action="store_true", default=None,
+                       help="development mode: dev tokens and the dev secret (PARLEY_DEV)")
+    token = sub.add_parser("token", help="print a JWT for USER")
+    token.add_argument("user")
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 86400)")
+    token.add_argument("--dev", action="store_true", default=None, help="sign with the dev secret")
+    worker = sub.add_parser("worker", help="run a worker process")
+    worker.add_argument("name", choices=["persist"])
+    return parser
+
+
+def _env_with_flags(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ)
+    for flag, var in (("host", "PARLEY_HOST"), ("port", "PARLEY_PORT"), ("node_id", "PARLEY_NODE_ID")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            env[var] = str(value)
+    if getattr(args, "dev", None):
+        env["PARLEY_DEV"] = "1"
+    return env
+
+
+def _verifier(settings: Settings) -> TokenVerifier:
+    try:
+        return TokenVerifier(
+            VerifierConfig(
+                algorithms=settings.jwt_algorithms,
+                secret=settings.jwt_secret,
+                public_key=settings.jwt_public_key,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+            )
+        )
+    except ValueError as exc:
+        raise ConfigError(f"PARLEY_JWT_*: {exc}") from None
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(
+        logging.INFO if settings.log_level == "DEBUG" else logging.WARNING
+    )
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from parley.gateway.node import Node
+    from parley.gateway.server import AccessLogger, build_app
+    from parley.workers.persist import run_persist
+
+    verifier = _verifier(settings)
+    metrics = Metrics()
+    log = make_log(settings, settings.node_id)
+    store = make_store(settings)
+    try:
+        await store.start()
+    except StoreError as exc:
+        raise StartupError(f"PARLEY_DATABASE_URL: {exc}") from None
+    try:
+        await log.start()
+        node = Node(settings, log, store, metrics)
+        await node.start()
+    except (LogError, Exception) as exc:
+        await store.stop()
+        where = settings.kafka_bootstrap or "the embedded log"
+        raise StartupError(f"PARLEY_KAFKA_BOOTSTRAP: cannot use {where}: {exc}") from None
+    stop_workers = asyncio.Event()
+    workers = []
+    if "persist" in settings.workers:
+        workers.append(asyncio.create_task(run_persist(log, store, settings.topic_prefix, stop_workers, metrics)))
+    app = build_app(node, verifier, dev_secret=settings.jwt_secret if settings.dev else None)
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise StartupError(f"PARLEY_PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    mode = "Kafka " + settings.kafka_bootstrap if settings.kafka_bootstrap else "the embedded log"
+    logger.info(
+        "node %s listening on http://%s:%d (%s, %s)%s", settings.node_id, settings.host,
+        settings.port, mode, settings.database_url.split("@")[-1], " [dev]" if settings.dev else "",
+    )
+    print(f"parley: node {settings.node_id} ready on http://{settings.host}:{settings.port}", flush=True)
+    try:
+        await _wait_for_signal()
+    finally:
+        logger.info("stopping")
+        await node.stop()
+        await runner.shutdown()
+        await runner.cleanup()
+        stop_workers.set()
+        for task in workers:
+            with contextlib.suppress(Exception):
+                await task
+        await log.stop()
+        await store.stop()
+
+
+async def worker(settings: Settings, name: str) -> None:
+    from parley.workers.persist import run_persist
+
+    if not settings.kafka_bootstrap:
+        raise ConfigError(
+            "PARLEY_KAFKA_BOOTSTRAP is not set: a worker process needs Kafka "
+            "(with the embedded log, workers run inside `parley serve`)"
+        )
+    log = make_log(settings, f"{settings.node_id}-{name}")
+    store = make_store(settings)
+    try:
+        await store.start()
+    except StoreError as exc:
+        raise StartupError(f"PARLEY_DATABASE_URL: {exc}") from None
+    await log.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_persist(log, store, settings.topic_prefix, stop))
+    print(f"parley: worker {name} running", flush=True)
+    waiter = asyncio.create_task(_wait_for_signal())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await log.stop()
+    await store.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        env = _env_with_flags(args)
+        if args.command == "token":
+            settings = load_settings(env, need_auth=False)
+            if not settings.jwt_secret:
+                raise ConfigError("PARLEY_JWT_SECRET is not set (or pass --dev for the dev secret)")
+            print(issue_token(settings.jwt_secret, args.user, args.ttl,
+                              issuer=settings.jwt_issuer, audience=settings.jwt_audience))
+            return 0
+        settings = load_settings(env)
+        _setup_logging(settings)
+        if args.command == "serve":
+            asyncio.run(serve(settings))
+        else:
+            asyncio.run(worker(settings, args.name))
+        return 0
+    except (ConfigError, StartupError) as exc:
+        print(f"parley: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"parley: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Settings from `PARLEY_*` variables and command-line flags.
+
+Every setting is read and checked here, once, at start-up: a missing or wrong
+one raises ConfigError naming it, which the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from parley.auth.tokens import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+
+DEV_SECRET = "parley-dev-secret-do-not-use-in-production"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+@dataclass(slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    node_id: str = ""
+    dev: bool = False
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    kafka_bootstrap: str | None = None
+    topic_prefix: str = "parley"
+    partitions: int = 12
+    replication_factor: int | None = None
+    database_url: str = "sqlite:///.parley/parley.db"
+    data_dir: Path = field(default_factory=lambda: Path(".parley"))
+    workers: tuple[str, ...] = ("persist",)
+    rate_per_s: float = 20.0
+    rate_burst: int = 40
+    replay_cap: int = 1000
+    room_window: int = 1000
+    session_queue_bytes: int = 8 * 1024 * 1024
+    idempotency_window_s: int = 24 * 3600
+    presence_timeout_s: float = 15.0
+    kafka_timeout_ms: int = 15000
+    log_level: str = "INFO"
+
+
+KNOWN_WORKERS = ("persist",)
+_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _read_key(value: str, name: str) -> str:
+    if "-----BEGIN" in value:
+        return value
+    try:
+        return Path(value).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {value!r}: {exc.strerror}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = True) -> Settings:
+    """Build Settings from an environment (flags are merged into it by the CLI)."""
+    env = os.environ if env is None else env
+    s = Settings()
+    s.host = env.get("PARLEY_HOST") or s.host
+    s.port = _int(env, "PARLEY_PORT", s.port)
+    if s.port > 65535:
+        raise ConfigError(f"PARLEY_PORT must be at most 65535, got {s.port}")
+    s.dev = _bool(env, "PARLEY_DEV")
+    s.node_id = env.get("PARLEY_NODE_ID") or f"node-{os.getpid()}"
+    if not _PREFIX.fullmatch(s.node_id):
+        raise ConfigError(f"PARLEY_NODE_ID must match [A-Za-z0-9_.-]{{1,100}}, got {s.node_id!r}")
+    s.data_dir = Path(env.get("PARLEY_DATA_DIR") or ".parley")
+    s.database_url = env.get("PARLEY_DATABASE_URL") or f"sqlite:///{s.data_dir / 'parley.db'}"
+    if not s.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError(
+            "PARLEY_DATABASE_URL must start with sqlite:///, postgresql:// or postgres://"
+        )
+    s.kafka_bootstrap = env.get("PARLEY_KAFKA_BOOTSTRAP") or None
+    s.topic_prefix = env.get("PARLEY_TOPIC_PREFIX") or s.topic_prefix
+    if not _PREFIX.fullmatch(s.topic_prefix):
+        raise ConfigError(f"PARLEY_TOPIC_PREFIX must match [A-Za-z0-9_.-]{{1,100}}, got {s.topic_prefix!r}")
+    s.partitions = _int(env, "PARLEY_PARTITIONS", s.partitions, minimum=1)
+    rf = _int(env, "PARLEY_REPLICATION_FACTOR", 0)
+    s.replication_factor = rf or None
+    workers = env.get("PARLEY_WORKERS")
+    if workers is not None:
+        names = tuple(w.strip() for w in workers.split(",") if w.strip())
+        for name in names:
+            if name not in KNOWN_WORKERS:
+                raise ConfigError(
+                    f"PARLEY_WORKERS: unknown worker {name!r} (known: {', '.join(KNOWN_WORKERS)})"
+                )
+        s.workers = names
+    s.rate_per_s = _float(env, "PARLEY_RATE_LIMIT", s.rate_per_s)
+    s.rate_burst = _int(env, "PARLEY_RATE_BURST", s.rate_burst, minimum=1)
+    s.replay_cap = _int(env, "PARLEY_REPLAY_CAP", s.replay_cap, minimum=1)
+    s.room_window = _int(env, "PARLEY_ROOM_WINDOW", s.room_window, minimum=1)
+    s.session_queue_bytes = _int(env, "PARLEY_SESSION_QUEUE_BYTES", s.session_queue_bytes, 65536)
+    s.idempotency_window_s = _int(env, "PARLEY_IDEMPOTENCY_WINDOW", s.idempotency_window_s, 1)
+    s.presence_timeout_s = _float(env, "PARLEY_PRESENCE_TIMEOUT", s.presence_timeout_s)
+    s.kafka_timeout_ms = _int(env, "PARLEY_KAFKA_TIMEOUT_MS", s.kafka_timeout_ms, minimum=1000)
+    s.log_level = (env.get("PARLEY_LOG_LEVEL") or s.log_level).upper()
+    if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"PARLEY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
+
+    s.jwt_secret = env.get("PARLEY_JWT_SECRET") or None
+    if s.jwt_secret is None and s.dev:
+        s.jwt_secret = DEV_SECRET
+    key = env.get("PARLEY_JWT_PUBLIC_KEY")
+    if key:
+        s.jwt_public_key = _read_key(key, "PARLEY_JWT_PUBLIC_KEY")
+    algs = env.get("PARLEY_JWT_ALGORITHMS")
+    if algs:
+        s.jwt_algorithms = tuple(a.strip() for a in algs.split(",") if a.strip())
+    elif s.jwt_public_key and not s.jwt_secret:
+        s.jwt_algorithms = ("RS256", "ES256")
+    elif s.jwt_public_key:
+        s.jwt_algorithms = ("HS256", "RS256", "ES256")
+    for alg in s.jwt_algorithms:
+        if alg not in HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS:
+            raise ConfigError(f"PARLEY_JWT_ALGORITHMS: algorithm {alg!r} is not supported")
+        if alg in HMAC_ALGORITHMS and not s.jwt_secret and need_auth:
+            raise ConfigError("PARLEY_JWT_SECRET is not set (required without --dev)")
+        if alg in ASYMMETRIC_ALGORITHMS and not s.jwt_public_key and need_auth:
+            raise ConfigError(f"PARLEY_JWT_PUBLIC_KEY is not set (required by {alg})")
+    s.jwt_issuer = env.get("PARLEY_JWT_ISSUER") or None
+    s.jwt_audience = env.get("PARLEY_JWT_AUDIENCE") or None
+    return s

@@ -1,0 +1,1 @@
+"""The gateway: WebSocket and REST in front, the log and the store behind."""

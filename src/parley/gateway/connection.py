@@ -1,0 +1,170 @@
+"""Drives one WebSocket through the protocol: frames in, node calls, frames out.
+
+Frames are handled one after another, in the order the client sent them, so
+the sends of one connection reach the producer, and so their room's
+partition, in that order (PROTOCOL: pipelined sends keep their order). Nothing
+in this loop waits for Kafka: a `send` returns as soon as it is produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiohttp import WSMsgType, web
+
+from parley.gateway.node import AckWaiter, Node, NotMember, new_session_id
+from parley.gateway.session import Session
+from parley.gateway.writer import SessionWriter
+from parley.protocol.codes import CloseCode, ErrorCode
+from parley.protocol.errors import FrameError
+from parley.protocol.frames import (
+    History,
+    Ping,
+    Read,
+    Send,
+    Subscribe,
+    Typing,
+    Unsubscribe,
+    parse_client_frame,
+)
+from parley.protocol.messages import ack_frame, encode, error_frame, history_frame, with_ref
+from parley.storage.base import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024
+ERROR_BUDGET = 50  # errors within ERROR_WINDOW_S before the connection is closed (1008)
+ERROR_WINDOW_S = 10.0
+
+
+class Connection:
+    def __init__(
+        self, node: Node, ws: web.WebSocketResponse, transport: asyncio.Transport, user: str,
+        device: str | None,
+    ) -> None:
+        self.node = node
+        self.ws = ws
+        self._close_task: asyncio.Task[None] | None = None
+        writer = SessionWriter(
+            transport, node.flusher, node.settings.session_queue_bytes, self._on_overflow
+        )
+        self.session = Session(new_session_id(), user, device, writer, self.request_close)
+        self._errors: list[float] = []
+
+    # Closing ------------------------------------------------------------------
+
+    def _on_overflow(self) -> None:
+        logger.info("closing session %s of %s: outbound queue full", self.session.id, self.session.user)
+        self.session.closing = True
+        self._start_close(CloseCode.POLICY, "too slow: outbound queue full; resume with since", flush=False)
+
+    def request_close(self, code: int, reason: str) -> None:
+        self._start_close(code, reason, flush=True)
+
+    def _start_close(self, code: int, reason: str, *, flush: bool) -> None:
+        if self._close_task is None:
+            if flush:
+                self.session.writer.close()
+            self._close_task = asyncio.create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 5)
+
+    # Errors -------------------------------------------------------------------
+
+    def error(self, code: ErrorCode, message: str, ref: str | None) -> None:
+        self.session.writer.send_json(error_frame(code, message, ref))
+        now = time.monotonic()
+        self._errors = [t for t in self._errors if now - t < ERROR_WINDOW_S]
+        self._errors.append(now)
+        if len(self._errors) > ERROR_BUDGET:
+            self.request_close(CloseCode.POLICY, "too many errors")
+
+    # The loop -----------------------------------------------------------------
+
+    async def run(self, room: str | None, since: int | None) -> None:
+        node = self.node
+        try:
+            await node.open_session(self.session)
+        except StoreUnavailable:
+            self.session.writer.send_json(error_frame(ErrorCode.INTERNAL, "database unavailable"))
+            self.request_close(1011, "database unavailable")
+            await self._wait_closed()
+            return
+        try:
+            if room is not None:
+                await self._dispatch(Subscribe(room, since, None))
+            async for msg in self.ws:
+                if msg.type == WSMsgType.TEXT:
+                    try:
+                        frame = parse_client_frame(msg.data)
+                    except FrameError as exc:
+                        self.error(exc.code, exc.message, exc.ref)
+                        continue
+                    await self._dispatch(frame)
+                elif msg.type == WSMsgType.BINARY:
+                    self.error(ErrorCode.BAD_REQUEST, "binary frames are not accepted", None)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            node.session_closed(self.session)
+            await self._wait_closed()
+
+    async def _wait_closed(self) -> None:
+        if self._close_task is not None:
+            with contextlib.suppress(Exception):
+                await self._close_task
+
+    async def _dispatch(self, frame: object) -> None:
+        node = self.node
+        session = self.session
+        user = session.user
+        ref = getattr(frame, "ref", None)
+        try:
+            if isinstance(frame, Send):
+                member = node.membership.cached(frame.room, user)
+                if member is None:
+                    member = await node.membership.is_member(frame.room, user)
+                if not member:
+                    raise NotMember(frame.room)
+                if not node.send_limiter.allow(user):
+                    self.error(ErrorCode.RATE_LIMITED, "sending too fast", ref)
+                    return
+                writer = session.writer
+
+                def on_ack(msg: object, ref: str | None = ref) -> None:
+                    writer.send_json(ack_frame(msg, ref))  # type: ignore[arg-type]
+
+                def on_error(code: ErrorCode, message: str, ref: str | None = ref) -> None:
+                    writer.send_json(error_frame(code, message, ref))
+
+                node.send(user, frame.room, frame.client_id, frame.body, AckWaiter(on_ack, on_error))
+            elif isinstance(frame, Subscribe):
+                await node.subscribe(session, frame.room, frame.since, ref)
+            elif isinstance(frame, History):
+                await node.check_member(frame.room, user)
+                messages, has_more = await node.page(frame.room, frame.before, frame.limit)
+                session.writer.send_json(history_frame(frame.room, messages, has_more, ref))
+            elif isinstance(frame, Unsubscribe):
+                node.unsubscribe(session, frame.room)
+                session.writer.send_json(
+                    encode(with_ref({"type": "unsubscribed", "room": frame.room}, ref))
+                )
+            elif isinstance(frame, Typing):
+                await node.check_member(frame.room, user)
+                if not node.typing(user, frame.room):
+                    self.error(ErrorCode.INTERNAL, "the log is unavailable", ref)
+            elif isinstance(frame, Read):
+                await node.check_member(frame.room, user)
+                if not await node.read(user, frame.room, frame.seq):
+                    self.error(ErrorCode.INTERNAL, "the log is unavailable", ref)
+            elif isinstance(frame, Ping):
+                session.writer.send_json(encode(with_ref({"type": "pong"}, ref)))
+        except NotMember:
+            self.error(ErrorCode.NOT_MEMBER, "not a member of this room, or no such room", ref)
+        except StoreUnavailable:
+            self.error(ErrorCode.INTERNAL, "the database is unavailable; retry", ref)

@@ -1,0 +1,123 @@
+"""Local sessions by room and by user; fan-out only.
+
+The hub knows nothing of the log or the store: the node hands it messages
+already deduplicated per room, and the hub keeps each session's promise of
+exactly once and in seq order with the session's `last_seq`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from parley.gateway.session import Session, Subscription
+from parley.gateway.writer import text_frame
+from parley.protocol.messages import ChatMessage
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._rooms: dict[str, set[Session]] = {}
+        self._users: dict[str, set[Session]] = {}
+
+    # Sessions ---------------------------------------------------------------
+
+    def add(self, session: Session) -> bool:
+        """Register a session; True if it is the user's first on this node."""
+        sessions = self._users.setdefault(session.user, set())
+        sessions.add(session)
+        return len(sessions) == 1
+
+    def remove(self, session: Session) -> bool:
+        """Forget a session; True if it was the user's last on this node."""
+        for room in list(session.subscriptions):
+            self.leave(session, room)
+        sessions = self._users.get(session.user)
+        if sessions is None or session not in sessions:
+            return False
+        sessions.discard(session)
+        if not sessions:
+            del self._users[session.user]
+            return True
+        return False
+
+    def sessions_of(self, user: str) -> Iterable[Session]:
+        return tuple(self._users.get(user, ()))
+
+    def users(self) -> list[str]:
+        return list(self._users)
+
+    def all_sessions(self) -> list[Session]:
+        return [s for sessions in self._users.values() for s in sessions]
+
+    # Rooms ------------------------------------------------------------------
+
+    def join(self, session: Session, room: str) -> Subscription:
+        """Subscribe in the joining state: live messages are buffered from now on."""
+        sub = Subscription()
+        session.subscriptions[room] = sub
+        self._rooms.setdefault(room, set()).add(session)
+        return sub
+
+    def leave(self, session: Session, room: str) -> bool:
+        if session.subscriptions.pop(room, None) is None:
+            return False
+        members = self._rooms.get(room)
+        if members is not None:
+            members.discard(session)
+            if not members:
+                del self._rooms[room]
+        return True
+
+    def subscribers(self, room: str) -> Iterable[Session]:
+        return self._rooms.get(room, ())
+
+    def room_count(self) -> int:
+        return len(self._rooms)
+
+    # Fan-out ------------------------------------------------------------------
+
+    def deliver(self, msg: ChatMessage) -> int:
+        """Hand one message to every session subscribed to its room.
+
+        The frame is encoded once; every live session gets the same bytes.
+        Returns the number of frames queued.
+        """
+        sessions = self._rooms.get(msg.room)
+        if not sessions:
+            return 0
+        frame: bytes | None = None
+        sent = 0
+        for session in sessions:
+            sub = session.subscriptions[msg.room]
+            if sub.joining:
+                sub.buffer.append(msg)
+            elif msg.seq > sub.last_seq:
+                if frame is None:
+                    frame = text_frame(msg.frame_json())
+                sub.last_seq = msg.seq
+                session.writer.send_frame(frame)
+                sent += 1
+        return sent
+
+    def finish_join(self, session: Session, room: str, last_seq: int) -> None:
+        """End the joining state: flush what the history reply did not cover."""
+        sub = session.subscriptions.get(room)
+        if sub is None:
+            return
+        sub.last_seq = max(sub.last_seq, last_seq)
+        for msg in sub.buffer:
+            if msg.seq > sub.last_seq:
+                sub.last_seq = msg.seq
+                session.writer.send_frame(text_frame(msg.frame_json()))
+        sub.buffer.clear()
+        sub.joining = False
+
+    def broadcast_event(self, room: str, payload: bytes, skip_user: str | None) -> None:
+        """An ephemeral event (typing, receipt) to the room's subscribers."""
+        sessions = self._rooms.get(room)
+        if not sessions:
+            return
+        frame = text_frame(payload)
+        for session in sessions:
+            if session.user != skip_user and not session.subscriptions[room].joining:
+                session.writer.send_frame(frame)

@@ -1,0 +1,502 @@
+"""A gateway node: wires the log, the store and the hub together.
+
+The path of a message: a session's `send` is produced to the messages topic
+(keyed by room) without waiting; every node's tail reader hands it back in a
+batch; `_on_messages` deduplicates it per room (RoomLogs), fans it out to the
+local subscribers (Hub) and answers the pending `ack`s of its
+(sender, client_id) with the first record of that send. The ack therefore
+leaves only after the broker acknowledged the record (it was read back) and
+carries the same id and seq on every node, for every retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from parley.config import Settings
+from parley.gateway.hub import Hub
+from parley.gateway.membership import Membership
+from parley.gateway.presence import Change, Presence
+from parley.gateway.ratelimit import RateLimiter
+from parley.gateway.roomlog import RoomLog, RoomLogs
+from parley.gateway.session import Session
+from parley.gateway.writer import Flusher
+from parley.log.base import Delivered, Log, LogRecord, LogUnavailable, TailReader, TopicSpec, partition_for
+from parley.log.records import (
+    Event,
+    decode_event,
+    decode_message,
+    encode_message,
+    events_topic,
+    messages_topic,
+)
+from parley.metrics import Metrics
+from parley.protocol.codes import CloseCode, ErrorCode
+from parley.protocol.messages import ChatMessage, encode, error_frame, history_frame, with_ref
+from parley.storage.base import Room, RoomSummary, Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+EVENTS_RETENTION_MS = 3600 * 1000
+EVENT_PARTITIONS = 4
+STARTUP_CATCHUP_S = 120.0
+
+
+class NotMember(Exception):
+    """Not a member, or no such room: one answer, so that room ids don't leak."""
+
+
+@dataclass(slots=True)
+class AckWaiter:
+    on_ack: Callable[[ChatMessage], None]
+    on_error: Callable[[ErrorCode, str], None]
+
+
+class Node:
+    def __init__(self, settings: Settings, log: Log, store: Store, metrics: Metrics) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.log = log
+        self.store = store
+        self.metrics = metrics
+        self.hub = Hub()
+        self.flusher = Flusher()
+        self.rooms = RoomLogs(settings.room_window)
+        self.membership = Membership(store)
+        self.presence = Presence(settings.presence_timeout_s)
+        self.send_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
+        self.messages_topic = messages_topic(settings.topic_prefix)
+        self.events_topic = events_topic(settings.topic_prefix)
+        self.partitions = settings.partitions
+        self._pending: dict[tuple[str, str, str], list[AckWaiter]] = {}
+        self._user_rooms: dict[str, set[str]] = {}
+        self._readers: list[TailReader] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ends: dict[int, int] = {}
+        self._read_pos: dict[int, int] = {}
+        self.caught_up = asyncio.Event()
+        self._c_sent = metrics.counter("parley_messages_sent_total", "sends produced to the log")
+        self._c_read = metrics.counter("parley_messages_read_total", "new messages read from the log")
+        self._c_dup = metrics.counter(
+            "parley_duplicate_records_total", "log records dropped as a retried send"
+        )
+        self._c_frames = metrics.counter(
+            "parley_frames_delivered_total", "message frames queued to sessions"
+        )
+        metrics.gauge("parley_sessions", "open WebSocket sessions", lambda: len(self.hub.all_sessions()))
+        metrics.gauge("parley_pending_acks", "sends waiting for their record", lambda: len(self._pending))
+        metrics.gauge("parley_idempotency_pairs", "(sender, client_id) pairs kept", lambda: self.rooms.pairs)
+
+    # Lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.partitions = await self.log.ensure_topic(
+            TopicSpec(self.messages_topic, self.settings.partitions)
+        )
+        await self.log.ensure_topic(
+            TopicSpec(self.events_topic, EVENT_PARTITIONS, EVENTS_RETENTION_MS, durable=False)
+        )
+        now_ms = int(time.time() * 1000)
+        # Read back the idempotency window: a retry of a send made before this
+        # node started still finds its first record.
+        reader = self.log.tail(
+            self.messages_topic, now_ms - self.settings.idempotency_window_s * 1000, self._on_messages
+        )
+        starts = await reader.start()
+        for p, offset in starts.items():
+            self.rooms.set_partition_start(p, offset)
+        self._ends = {p: e for p, e in reader.end_offsets_at_start().items() if e > starts.get(p, 0)}
+        self._readers.append(reader)
+        if not self._ends:
+            self.caught_up.set()
+        events = self.log.tail(
+            self.events_topic,
+            now_ms - int(self.settings.presence_timeout_s * 1000),
+            self._on_events,
+        )
+        await events.start()
+        self._readers.append(events)
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+        self._tasks.append(asyncio.create_task(self._expire_loop(), name="expire"))
+        try:
+            await asyncio.wait_for(self.caught_up.wait(), STARTUP_CATCHUP_S)
+        except TimeoutError:
+            logger.warning("still reading the log back after %.0f s; serving anyway", STARTUP_CATCHUP_S)
+
+    async def stop(self) -> None:
+        for session in self.hub.all_sessions():
+            self.close_session(session, CloseCode.GOING_AWAY, "server going away")
+        # Tell the others at once that this node's users are gone.
+        self._produce_event(Event("heartbeat", node=self.node_id))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for reader in self._readers:
+            await reader.stop()
+
+    async def _heartbeat_loop(self) -> None:
+        interval = max(0.5, self.settings.presence_timeout_s / 3)
+        while True:
+            self._produce_event(Event("heartbeat", node=self.node_id, users=tuple(self.hub.users())))
+            await asyncio.sleep(interval)
+
+    async def _expire_loop(self) -> None:
+        last_pairs = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            await self._announce(self.presence.expire(time.monotonic()))
+            if time.monotonic() - last_pairs > 60:
+                last_pairs = time.monotonic()
+                cutoff = int(time.time() * 1000) - self.settings.idempotency_window_s * 1000
+                self.rooms.expire(cutoff)
+
+    # Reading the log ------------------------------------------------------------
+
+    def _on_messages(self, records: list[LogRecord]) -> None:
+        hub = self.hub
+        for rec in records:
+            self._read_pos[rec.partition] = rec.offset + 1
+            msg = decode_message(rec)
+            if msg is None:
+                logger.warning("skipping a malformed record at %s/%s", rec.partition, rec.offset)
+                continue
+            first, new = self.rooms.add(msg, rec.partition)
+            if new:
+                self._c_read.value += 1
+                self._c_frames.value += hub.deliver(msg)
+            elif first is not msg:
+                self._c_dup.value += 1
+            waiters = self._pending.pop((first.room, first.sender, first.client_id), None)
+            if waiters:
+                for waiter in waiters:
+                    waiter.on_ack(first)
+        if not self.caught_up.is_set() and all(
+            self._read_pos.get(p, 0) >= end for p, end in self._ends.items()
+        ):
+            self.caught_up.set()
+
+    def _on_events(self, records: list[LogRecord]) -> None:
+        now = time.monotonic()
+        for rec in records:
+            event = decode_event(rec)
+            if event is None:
+                continue
+            if event.kind == "typing":
+                self.hub.broadcast_event(
+                    event.room, encode({"type": "typing", "room": event.room, "user": event.user}), event.user
+                )
+            elif event.kind == "receipt":
+                self.hub.broadcast_event(
+                    event.room,
+                    encode({"type": "receipt", "room": event.room, "user": event.user, "seq": event.seq}),
+                    event.user,
+                )
+            elif event.kind == "presence":
+                self._spawn(self._announce(self.presence.on_status(event.node, event.user, event.status, now)))
+            elif event.kind == "heartbeat":
+                self._spawn(self._announce(self.presence.on_heartbeat(event.node, event.users, now)))
+            elif event.kind == "member":
+                self._on_member_event(event)
+            elif event.kind == "device":
+                self._on_device_claim(event)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task failed", exc_info=task.exception())
+
+    # Presence --------------------------------------------------------------------
+
+    async def _announce(self, changes: list[Change]) -> None:
+        """Tell local users who share a room with each user whose status changed."""
+        for user, status in changes:
+            if not self._user_rooms:
+                return
+            try:
+                rooms = {r.id for r in await self.store.rooms_of(user)}
+            except StoreUnavailable:
+                continue
+            frame = encode({"type": "presence", "user": user, "status": status})
+            for local, local_rooms in list(self._user_rooms.items()):
+                if local != user and local_rooms & rooms:
+                    for session in self.hub.sessions_of(local):
+                        session.writer.send_json(frame)
+
+    # Sessions --------------------------------------------------------------------
+
+    async def open_session(self, session: Session) -> None:
+        """Register a new connection and greet it; raises StoreUnavailable."""
+        rooms = await self.store.rooms_of(session.user)
+        if session.device is not None:
+            for other in self.hub.sessions_of(session.user):
+                if other.device == session.device:
+                    self.close_session(other, CloseCode.REPLACED, "replaced by a newer connection")
+            self._produce_event(
+                Event("device", user=session.user, device=session.device, session=session.id, node=self.node_id)
+            )
+        first = self.hub.add(session)
+        self._user_rooms[session.user] = {r.id for r in rooms}
+        session.writer.send_json(
+            encode(
+                {
+                    "type": "hello",
+                    "user": session.user,
+                    "session": session.id,
+                    "rooms": [r.id for r in rooms],
+                    "server": self.node_id,
+                }
+            )
+        )
+        if first:
+            self._produce_event(Event("presence", user=session.user, node=self.node_id, status="online"))
+        mates = {m for r in rooms for m in r.members if m != session.user}
+        for mate in sorted(mates):
+            if self.presence.is_online(mate):
+                session.writer.send_json(encode({"type": "presence", "user": mate, "status": "online"}))
+
+    def close_session(self, session: Session, code: int, reason: str) -> None:
+        """Close a session from the server side (the connection does the rest)."""
+        if session.closing:
+            return
+        session.closing = True
+        session.close(code, reason)
+
+    def session_closed(self, session: Session) -> None:
+        if self.hub.remove(session):
+            self._user_rooms.pop(session.user, None)
+            self._produce_event(Event("presence", user=session.user, node=self.node_id, status="offline"))
+
+    def _on_device_claim(self, event: Event) -> None:
+        for session in self.hub.sessions_of(event.user):
+            if session.device != event.device:
+                continue
+            if session.id == event.session:
+                session.claim_seen = True
+            elif session.claim_seen:
+                # This session's claim came earlier in the log: the newer one wins.
+                self.close_session(session, CloseCode.REPLACED, "replaced by a newer connection")
+
+    # Membership -----------------------------------------------------------------
+
+    def _on_member_event(self, event: Event) -> None:
+        self.membership.invalidate(event.room)
+        rooms = self._user_rooms.get(event.user)
+        if event.status == "added":
+            if rooms is not None:
+                rooms.add(event.room)
+            return
+        if rooms is not None:
+            rooms.discard(event.room)
+        for session in self.hub.sessions_of(event.user):
+            if self.hub.leave(session, event.room):
+                session.writer.send_json(encode({"type": "unsubscribed", "room": event.room}))
+
+    async def check_member(self, room: str, user: str) -> None:
+        if not await self.membership.is_member(room, user):
+            raise NotMember(room)
+
+    async def create_room(self, room_id: str, name: str, owner: str, members: list[str]) -> Room:
+        room = await self.store.create_room(room_id, name, owner, members)
+        for user in room.members:
+            self._produce_event(Event("member", room=room_id, user=user, status="added"))
+        return room
+
+    async def add_member(self, room_id: str, user: str) -> bool:
+        added = await self.store.add_member(room_id, user)
+        if added:
+            self.membership.invalidate(room_id)
+            self._produce_event(Event("member", room=room_id, user=user, status="added"))
+        return added
+
+    async def remove_member(self, room_id: str, user: str) -> bool:
+        removed = await self.store.remove_member(room_id, user)
+        if removed:
+            self.membership.invalidate(room_id)
+            self._produce_event(Event("member", room=room_id, user=user, status="removed"))
+        return removed
+
+    def _produce_event(self, event: Event) -> bool:
+        try:
+            key = event.key()
+            self.log.produce(self.events_topic, partition_for(key, EVENT_PARTITIONS), key, event.encode())
+            return True
+        except LogUnavailable as exc:
+            logger.warning("event %s not sent: %s", event.kind, exc)
+            return False
+
+    # Sending --------------------------------------------------------------------
+
+    def send(self, user: str, room: str, client_id: str, body: str, waiter: AckWaiter) -> None:
+        """Produce a message without waiting; the waiter hears the ack or an error.
+
+        Membership was checked by the caller. A send whose (sender, client_id)
+        this node already read is answered at once with the first record; one
+        already in flight here waits for that record instead of producing again.
+        """
+        state = self.rooms.get(room)
+        if state is not None:
+            first = state.seen.get((user, client_id))
+            if first is not None:
+                waiter.on_ack(first)
+                return
+        key = (room, user, client_id)
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            waiting.append(waiter)
+            return
+        value = encode_message(user, client_id, body, int(time.time() * 1000))
+        try:
+            future = self.log.produce(
+                self.messages_topic, partition_for(room, self.partitions), room, value
+            )
+        except LogUnavailable as exc:
+            waiter.on_error(ErrorCode.INTERNAL, f"{exc}; retry with the same client_id")
+            return
+        self._c_sent.value += 1
+        self._pending[key] = [waiter]
+        future.add_done_callback(lambda f: self._on_produced(key, f))
+
+    def _on_produced(self, key: tuple[str, str, str], future: asyncio.Future[Delivered]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            waiters = self._pending.pop(key, None) or []
+            for waiter in waiters:
+                waiter.on_error(ErrorCode.INTERNAL, "the log is unavailable; retry with the same client_id")
+
+    async def send_and_wait(self, user: str, room: str, client_id: str, body: str) -> ChatMessage:
+        """The REST flavour of send: wait for the ack (raises SendFailed)."""
+        future: asyncio.Future[ChatMessage] = asyncio.get_running_loop().create_future()
+
+        def on_ack(msg: ChatMessage) -> None:
+            if not future.done():
+                future.set_result(msg)
+
+        def on_error(code: ErrorCode, message: str) -> None:
+            if not future.done():
+                future.set_exception(SendFailed(code, message))
+
+        self.send(user, room, client_id, body, AckWaiter(on_ack, on_error))
+        return await future
+
+    # Reading history --------------------------------------------------------------
+
+    def _room_log(self, room: str) -> RoomLog:
+        return self.rooms.room(room, partition_for(room, self.partitions))
+
+    async def page(
+        self, room: str, before: int | None, limit: int
+    ) -> tuple[list[ChatMessage], bool]:
+        """The `limit` newest messages with seq < before: the window, then the store."""
+        state = self._room_log(room)
+        window = state.before(before)
+        coverage = state.coverage
+        if len(window) > limit:
+            return window[-limit:], True
+        need = limit - len(window)
+        bound = coverage if before is None else min(before, coverage)
+        rows = await self.store.history(room, bound, need + 1)
+        has_more = len(rows) > need
+        rows = rows[len(rows) - need :] if need else []
+        return rows + window, has_more
+
+    async def resume(self, room: str, since: int) -> tuple[list[ChatMessage], bool]:
+        """Every message with seq > since, or the newest `replay_cap` of them."""
+        cap = self.settings.replay_cap
+        state = self._room_log(room)
+        window = state.after(since)
+        coverage = state.coverage
+        stored: list[ChatMessage] = []
+        if since + 1 < coverage and len(window) <= cap:
+            stored = await self.store.range(room, since, coverage, cap + 1 - len(window))
+        found = stored + window
+        if len(found) > cap:
+            return found[-cap:], True
+        return found, False
+
+    async def subscribe(self, session: Session, room: str, since: int | None, ref: str | None) -> None:
+        """Join a room: `subscribed`, `history`, then live messages, no gap, no duplicate.
+
+        The session joins the hub first, in the joining state, so live
+        messages read from now on wait in its buffer; the history is taken
+        after (window snapshot first, same loop step), and the buffer is
+        flushed past the last seq the history covered.
+        """
+        await self.check_member(room, session.user)
+        if room in session.subscriptions:
+            self.hub.leave(session, room)
+        self.hub.join(session, room)
+        try:
+            if since is not None:
+                messages, has_more = await self.resume(room, since)
+            else:
+                messages, has_more = await self.page(room, None, 50)
+            head = max(self._room_log(room).head, messages[-1].seq if messages else -1)
+            if head < 0:
+                head = await self.store.head(room)
+        except StoreUnavailable:
+            self.hub.leave(session, room)
+            raise
+        if room not in session.subscriptions:
+            return  # unsubscribed or removed from the room meanwhile
+        session.writer.send_json(encode(with_ref({"type": "subscribed", "room": room, "head": head}, ref)))
+        session.writer.send_json(history_frame(room, messages, has_more, ref))
+        last = messages[-1].seq if messages else (since if since is not None else -1)
+        self.hub.finish_join(session, room, last)
+
+    def unsubscribe(self, session: Session, room: str) -> None:
+        self.hub.leave(session, room)
+
+    # Ephemeral events ---------------------------------------------------------------
+
+    def typing(self, user: str, room: str) -> bool:
+        return self._produce_event(Event("typing", room=room, user=user))
+
+    async def read(self, user: str, room: str, seq: int) -> bool:
+        await self.store.set_last_read(room, user, seq)
+        return self._produce_event(Event("receipt", room=room, user=user, seq=seq))
+
+    # REST views ------------------------------------------------------------------
+
+    async def summaries(self, user: str) -> list[RoomSummary]:
+        """Rooms with head and unread, counting what the store has not written yet."""
+        out = []
+        for s in await self.store.summaries(user):
+            state = self.rooms.get(s.room.id)
+            head, unread = s.head, s.unread
+            if state is not None and state.head > head:
+                fresh = state.after(max(head, s.last_read))
+                unread += sum(1 for m in fresh if m.sender != user)
+                head = state.head
+            out.append(RoomSummary(s.room, head, s.last_read, unread))
+        return out
+
+    async def ready(self) -> dict[str, bool]:
+        log_ok, store_ok = await asyncio.gather(self.log.ping(), self.store.ping())
+        return {"log": log_ok, "database": store_ok, "caught_up": self.caught_up.is_set()}
+
+
+class SendFailed(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex
+
+
+__all__ = ["AckWaiter", "Node", "NotMember", "SendFailed", "error_frame", "new_session_id"]

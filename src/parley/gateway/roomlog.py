@@ -1,0 +1,101 @@
+"""What this node has read of each room from the log.
+
+Per room: a bounded window of its recent messages, the highest seq read, and
+the idempotency map `(sender, client_id) -> first message`. The log is the
+source of truth, every node reads every record, so every node builds the same
+map in the same order: the first record of a retried send wins everywhere,
+and no database sits on the send path.
+
+`coverage` is the seq from which the window is complete: every message of the
+room at or above it is in the window (or not yet read, and then it will reach
+the hub live). Below it, history comes from the store. The seam is exact
+because both sides are keyed by seq.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from parley.protocol.messages import ChatMessage
+
+PairKey = tuple[str, str]  # (sender, client_id)
+
+
+@dataclass(slots=True)
+class RoomLog:
+    coverage: int
+    head: int = -1
+    window: deque[ChatMessage] = field(default_factory=deque)
+    seen: dict[PairKey, ChatMessage] = field(default_factory=dict)
+
+    def after(self, seq: int) -> list[ChatMessage]:
+        """Window messages with seq > `seq`, oldest first."""
+        if not self.window or self.window[-1].seq <= seq:
+            return []
+        return [m for m in self.window if m.seq > seq]
+
+    def before(self, seq: int | None) -> list[ChatMessage]:
+        if seq is None:
+            return list(self.window)
+        return [m for m in self.window if m.seq < seq]
+
+
+class RoomLogs:
+    def __init__(self, window_size: int) -> None:
+        self._rooms: dict[str, RoomLog] = {}
+        self._window_size = window_size
+        self._partition_start: dict[int, int] = {}
+        self.pairs = 0
+
+    def set_partition_start(self, partition: int, offset: int) -> None:
+        self._partition_start[partition] = offset
+
+    def get(self, room: str) -> RoomLog | None:
+        return self._rooms.get(room)
+
+    def room(self, room: str, partition: int) -> RoomLog:
+        state = self._rooms.get(room)
+        if state is None:
+            state = RoomLog(coverage=self._partition_start.get(partition, 0))
+            self._rooms[room] = state
+        return state
+
+    def add(self, msg: ChatMessage, partition: int) -> tuple[ChatMessage, bool]:
+        """Record one message read from the log.
+
+        Returns the message that stands for its (sender, client_id) — itself, or
+        the earlier record of the same send — and whether it is new (to deliver).
+        A re-read record (seq not above head) is never new.
+        """
+        state = self.room(msg.room, partition)
+        if msg.seq <= state.head:
+            first = state.seen.get((msg.sender, msg.client_id))
+            return (first or msg), False
+        state.head = msg.seq
+        key = (msg.sender, msg.client_id)
+        first = state.seen.get(key)
+        if first is not None:
+            return first, False
+        state.seen[key] = msg
+        self.pairs += 1
+        state.window.append(msg)
+        if len(state.window) > self._window_size:
+            dropped = state.window.popleft()
+            state.coverage = dropped.seq + 1
+        return msg, True
+
+    def expire(self, older_than_ms: int) -> int:
+        """Forget idempotency pairs older than the window; returns how many."""
+        removed = 0
+        for state in self._rooms.values():
+            stale = [k for k, m in state.seen.items() if m.ts_ms < older_than_ms]
+            for k in stale:
+                del state.seen[k]
+            removed += len(stale)
+        self.pairs -= removed
+        return removed
+
+    def __iter__(self) -> Iterator[tuple[str, RoomLog]]:
+        return iter(self._rooms.items())

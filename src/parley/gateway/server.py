@@ -1,0 +1,170 @@
+"""The HTTP side of a node: routes, authentication, errors, health and metrics.
+
+aiohttp serves HTTP and WebSocket from one event loop; the figures behind the
+choice are in docs/architecture.md. Outbound WebSocket frames bypass aiohttp's
+per-message writer (see writer.py); inbound frames, pings and the close
+handshake stay with aiohttp.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+from parley.auth.tokens import InvalidToken, TokenVerifier, issue_token
+from parley.gateway.connection import MAX_FRAME_BYTES, Connection
+from parley.gateway.node import Node
+from parley.gateway.openapi import OPENAPI
+from parley.gateway.rest import NODE, ApiError, add_routes, error_response
+from parley.protocol.names import dm_room, is_user_id
+from parley.storage.base import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("verifier", TokenVerifier)
+Handler = Callable[[web.Request], Awaitable[StreamResponse]]
+
+_PUBLIC = ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api/dev/token", "/ws")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Logs the path without its query string: tokens travel in `?token=`."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.1fms', request.remote, request.method, request.path, response.status,
+            time * 1000,
+        )
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except StoreUnavailable:
+        return error_response(503, "internal", "the database is unavailable; retry")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {401: "unauthorized", 404: "not_found", 409: "conflict", 429: "rate_limited"}.get(
+            exc.status, "bad_request" if exc.status < 500 else "internal"
+        )
+        if exc.status == 413:
+            code = "too_large"
+        return error_response(exc.status, code, exc.reason)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> StreamResponse:
+    if request.path.startswith("/api/") and request.path not in _PUBLIC:
+        try:
+            request["identity"] = request.app[VERIFIER].verify(bearer(request))
+        except InvalidToken as exc:
+            return error_response(401, "unauthorized", str(exc))
+    return await handler(request)
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    try:
+        identity = request.app[VERIFIER].verify(request.query.get("token") or bearer(request))
+    except InvalidToken as exc:
+        return error_response(401, "unauthorized", str(exc))
+    room = request.query.get("room") or None
+    receiver = request.query.get("receiver") or request.query.get("receiverId") or None
+    if receiver is not None:
+        room = dm_room(identity.user, receiver) if is_user_id(receiver) else f"dm:{receiver}"
+    since: int | None = None
+    if request.query.get("since"):
+        try:
+            since = int(request.query["since"])
+        except ValueError:
+            return error_response(400, "bad_request", "since must be an integer")
+        if since < -1:
+            return error_response(400, "bad_request", "since must be >= -1")
+    device = request.query.get("device") or None
+    if device is not None and len(device) > 64:
+        return error_response(400, "bad_request", "device must be at most 64 chars")
+    ws = web.WebSocketResponse(
+        compress=False, max_msg_size=MAX_FRAME_BYTES, heartbeat=20.0, timeout=5.0
+    )
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws
+    connection = Connection(node, ws, transport, identity.user, device)  # type: ignore[arg-type]
+    await connection.run(room, since)
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "node": request.app[NODE].node_id})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = await request.app[NODE].ready()
+    return web.json_response({"ready": all(checks.values()), **checks}, status=200 if all(checks.values()) else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[NODE].metrics.render(), content_type="text/plain")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+def dev_token_handler(secret: str) -> Handler:
+    async def dev_token(request: web.Request) -> web.StreamResponse:
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            return error_response(400, "bad_request", "body must be JSON")
+        user = body.get("user") if isinstance(body, dict) else None
+        if not isinstance(user, str) or not is_user_id(user):
+            return error_response(400, "bad_request", "user must match [A-Za-z0-9_.-]{1,64}")
+        return web.json_response({"token": issue_token(secret, user)})
+
+    return dev_token
+
+
+def web_root() -> Path:
+    return Path(str(resources.files("parley") / "web"))
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(web_root() / "index.html")
+
+
+def build_app(node: Node, verifier: TokenVerifier, *, dev_secret: str | None) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=256 * 1024)
+    app[NODE] = node
+    app[VERIFIER] = verifier
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/openapi.json", openapi)
+    if dev_secret is not None:
+        app.router.add_post("/api/dev/token", dev_token_handler(dev_secret))
+    add_routes(app)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", web_root())
+    return app

@@ -1,0 +1,111 @@
+"""Per-session outbound queues, written with one `write()` per socket per loop turn.
+
+Server-to-client WebSocket frames are never masked, so a frame's bytes are the
+same for every recipient: the hub encodes a message's frame once and every
+session queues the same `bytes` object. Each loop turn, the Flusher joins each
+dirty session's queue and writes it in one call, which is where Python and
+the kernel spend per call (DESIGN-NOTES: 4–16 frames per write reach 0.5–2 M
+frames/s on one core, against ≈4.7 µs per single-frame write).
+
+The queue is bounded in bytes, counting what the transport still holds: a
+client that stops reading overflows it and is closed with 1008 (it resumes
+with `since`), so it never makes the fan-out wait or memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from typing import Protocol
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame (RFC 6455 §5.2)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+class Transport(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
+class Flusher:
+    """Flushes every session written to in this loop turn, in one callback."""
+
+    def __init__(self) -> None:
+        self._dirty: list[SessionWriter] = []
+        self._scheduled = False
+
+    def mark(self, writer: SessionWriter) -> None:
+        self._dirty.append(writer)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for writer in dirty:
+            writer.flush()
+
+
+class SessionWriter:
+    __slots__ = ("_closed", "_flusher", "_on_overflow", "_queue", "_queued", "_transport", "limit")
+
+    def __init__(
+        self,
+        transport: Transport,
+        flusher: Flusher,
+        limit_bytes: int,
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self._transport = transport
+        self._flusher = flusher
+        self._queue: list[bytes] = []
+        self._queued = 0
+        self._closed = False
+        self._on_overflow = on_overflow
+        self.limit = limit_bytes
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def send_json(self, payload: bytes) -> None:
+        self.send_frame(text_frame(payload))
+
+    def send_frame(self, frame: bytes) -> None:
+        if self._closed:
+            return
+        if not self._queue:
+            self._flusher.mark(self)
+        self._queue.append(frame)
+        self._queued += len(frame)
+        if self._queued + self._transport.get_write_buffer_size() > self.limit:
+            self._closed = True
+            self._queue.clear()
+            self._queued = 0
+            self._on_overflow()
+
+    def flush(self) -> None:
+        if not self._queue:
+            return
+        data = self._queue[0] if len(self._queue) == 1 else b"".join(self._queue)
+        self._queue.clear()
+        self._queued = 0
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        """Stop queueing; what is queued is flushed first, so nothing sent is cut."""
+        self.flush()
+        self._closed = True

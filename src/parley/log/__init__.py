@@ -1,0 +1,1 @@
+"""Log backends: the interface in base.py, an embedded one and Apache Kafka."""

@@ -1,0 +1,299 @@
+"""The embedded log: one process, no broker, same contract as Kafka.
+
+It is the default for `make run` and single-node use. Durable topics are kept
+in memory and appended to one file per partition under the data directory, so
+that a restart keeps offsets increasing and the idempotency window intact;
+ephemeral topics (typing, presence) live in memory only and keep a bounded
+tail. File writes happen once per event-loop turn for all records appended in
+it, and a record's future resolves after that write, like `acks=all`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import struct
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from parley.log.base import (
+    BatchHandler,
+    Delivered,
+    GroupConsumer,
+    Log,
+    LogRecord,
+    LogUnavailable,
+    TailReader,
+    TopicSpec,
+)
+
+_HEADER = struct.Struct(">qqII")
+EPHEMERAL_KEEP = 10_000
+
+
+class _Partition:
+    __slots__ = ("file", "next_offset", "records", "timestamps")
+
+    def __init__(self) -> None:
+        self.records: list[LogRecord] = []
+        self.timestamps: list[int] = []
+        self.next_offset = 0
+        self.file: BinaryIO | None = None
+
+    def offset_index(self, offset: int) -> int:
+        """Index in `records` of the first record at or after `offset`."""
+        if not self.records:
+            return 0
+        first = self.records[0].offset
+        return max(0, min(len(self.records), offset - first))
+
+    def index_for_time(self, ts_ms: int) -> int:
+        return bisect.bisect_left(self.timestamps, ts_ms)
+
+
+class _Topic:
+    def __init__(self, spec: TopicSpec) -> None:
+        self.spec = spec
+        self.partitions = [_Partition() for _ in range(spec.partitions)]
+        self.readers: list[_EmbeddedTail] = []
+        self.waiters: list[asyncio.Event] = []
+
+
+class EmbeddedLog(Log):
+    def __init__(self, data_dir: Path | None) -> None:
+        self._dir = data_dir
+        self._topics: dict[str, _Topic] = {}
+        self._unflushed: list[tuple[_Topic, LogRecord, asyncio.Future[Delivered]]] = []
+        self._flush_scheduled = False
+        self._closed = False
+        self._offsets_file = data_dir / "group-offsets.json" if data_dir else None
+        self.group_offsets: dict[str, dict[str, dict[int, int]]] = {}
+
+    async def start(self) -> None:
+        if self._dir is not None:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            if self._offsets_file and self._offsets_file.exists():
+                raw = json.loads(self._offsets_file.read_text())
+                self.group_offsets = {
+                    g: {t: {int(p): o for p, o in parts.items()} for t, parts in topics.items()}
+                    for g, topics in raw.items()
+                }
+
+    async def stop(self) -> None:
+        self._flush()
+        self._closed = True
+        for topic in self._topics.values():
+            for part in topic.partitions:
+                if part.file is not None:
+                    part.file.close()
+                    part.file = None
+
+    async def ensure_topic(self, spec: TopicSpec) -> int:
+        topic = self._topics.get(spec.name)
+        if topic is None:
+            topic = _Topic(spec)
+            self._topics[spec.name] = topic
+            if spec.durable and self._dir is not None:
+                for i, part in enumerate(topic.partitions):
+                    path = self._dir / f"{spec.name}-{i}.log"
+                    self._load(path, spec.name, i, part)
+                    part.file = path.open("ab")
+        return len(topic.partitions)
+
+    @staticmethod
+    def _load(path: Path, name: str, index: int, part: _Partition) -> None:
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        pos = 0
+        good = 0
+        while pos + _HEADER.size <= len(data):
+            offset, ts, klen, vlen = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + klen + vlen
+            if end > len(data):
+                break  # a torn write at the end: the record was never acknowledged
+            key = data[pos + _HEADER.size : pos + _HEADER.size + klen]
+            value = data[pos + _HEADER.size + klen : end]
+            part.records.append(LogRecord(name, index, offset, key, value, ts))
+            part.timestamps.append(ts)
+            part.next_offset = offset + 1
+            pos = good = end
+        if good < len(data):
+            with path.open("r+b") as f:
+                f.truncate(good)
+
+    def produce(
+        self, topic: str, partition: int, key: str, value: bytes
+    ) -> asyncio.Future[Delivered]:
+        if self._closed:
+            raise LogUnavailable("the embedded log is stopped")
+        t = self._topics[topic]
+        part = t.partitions[partition]
+        ts = int(time.time() * 1000)
+        if part.timestamps and ts < part.timestamps[-1]:
+            ts = part.timestamps[-1]  # keep timestamps monotonic for the time index
+        record = LogRecord(topic, partition, part.next_offset, key.encode(), value, ts)
+        part.next_offset += 1
+        part.records.append(record)
+        part.timestamps.append(ts)
+        if not t.spec.durable and len(part.records) > EPHEMERAL_KEEP * 2:
+            del part.records[:EPHEMERAL_KEEP]
+            del part.timestamps[:EPHEMERAL_KEEP]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Delivered] = loop.create_future()
+        self._unflushed.append((t, record, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        """Write every record appended this loop turn, then hand them on."""
+        self._flush_scheduled = False
+        batch, self._unflushed = self._unflushed, []
+        if not batch:
+            return
+        chunks: dict[int, list[bytes]] = {}
+        files: dict[int, BinaryIO] = {}
+        for t, rec, _ in batch:
+            f = t.partitions[rec.partition].file
+            if f is not None:
+                key = rec.key or b""
+                chunks.setdefault(id(f), []).append(
+                    _HEADER.pack(rec.offset, rec.timestamp_ms, len(key), len(rec.value))
+                    + key
+                    + rec.value
+                )
+                files[id(f)] = f
+        for fid, parts in chunks.items():
+            files[fid].write(b"".join(parts))
+            files[fid].flush()
+        by_topic: dict[str, list[LogRecord]] = {}
+        for t, rec, fut in batch:
+            if not fut.done():
+                fut.set_result(Delivered(rec.partition, rec.offset))
+            by_topic.setdefault(t.spec.name, []).append(rec)
+        for name, records in by_topic.items():
+            t = self._topics[name]
+            for reader in t.readers:
+                reader.offer(records)
+            for event in t.waiters:
+                event.set()
+
+    def tail(self, topic: str, since_ms: int | None, handler: BatchHandler) -> TailReader:
+        return _EmbeddedTail(self, self._topics[topic], since_ms, handler)
+
+    def group(self, topic: str, group: str) -> GroupConsumer:
+        return _EmbeddedGroup(self, self._topics[topic], group)
+
+    async def ping(self) -> bool:
+        return not self._closed
+
+    def save_group_offsets(self) -> None:
+        if self._offsets_file is not None:
+            tmp = self._offsets_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.group_offsets))
+            tmp.replace(self._offsets_file)
+
+
+class _EmbeddedTail(TailReader):
+    def __init__(
+        self, log: EmbeddedLog, topic: _Topic, since_ms: int | None, handler: BatchHandler
+    ) -> None:
+        self._log = log
+        self._topic = topic
+        self._since = since_ms
+        self._handler = handler
+        self._ends: dict[int, int] = {}
+        self._running = False
+
+    async def start(self) -> dict[int, int]:
+        starts: dict[int, int] = {}
+        backlog: list[LogRecord] = []
+        for i, part in enumerate(self._topic.partitions):
+            self._ends[i] = part.next_offset
+            if self._since is None:
+                starts[i] = part.next_offset
+            else:
+                idx = part.index_for_time(self._since)
+                starts[i] = part.records[idx].offset if idx < len(part.records) else part.next_offset
+                backlog.extend(part.records[idx:])
+        self._running = True
+        self._topic.readers.append(self)
+        if backlog:
+            # After start() returns, like Kafka's reader thread: the caller sets
+            # up its state from the start offsets before the first batch.
+            asyncio.get_running_loop().call_soon(self.offer, backlog)
+        return starts
+
+    def offer(self, records: list[LogRecord]) -> None:
+        if self._running:
+            self._handler(records)
+
+    async def stop(self) -> None:
+        self._running = False
+        with contextlib.suppress(ValueError):
+            self._topic.readers.remove(self)
+
+    def end_offsets_at_start(self) -> dict[int, int]:
+        return dict(self._ends)
+
+
+class _EmbeddedGroup(GroupConsumer):
+    """A group member that holds every partition (one process, one member)."""
+
+    def __init__(self, log: EmbeddedLog, topic: _Topic, group: str) -> None:
+        self._log = log
+        self._topic = topic
+        self._group = group
+        self._positions: dict[int, int] = {}
+        self._event = asyncio.Event()
+
+    async def start(self) -> None:
+        committed = self._log.group_offsets.get(self._group, {}).get(self._topic.spec.name, {})
+        for i, part in enumerate(self._topic.partitions):
+            first = part.records[0].offset if part.records else part.next_offset
+            self._positions[i] = max(committed.get(i, 0), first)
+        self._topic.waiters.append(self._event)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._topic.waiters.remove(self._event)
+
+    async def poll(self, max_records: int, timeout_s: float) -> list[LogRecord]:
+        out = self._take(max_records)
+        if out:
+            return out
+        self._event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout_s)
+        return self._take(max_records)
+
+    def _take(self, max_records: int) -> list[LogRecord]:
+        out: list[LogRecord] = []
+        for i, part in enumerate(self._topic.partitions):
+            if len(out) >= max_records:
+                break
+            idx = part.offset_index(self._positions[i])
+            chunk = part.records[idx : idx + max_records - len(out)]
+            if chunk:
+                out.extend(chunk)
+                self._positions[i] = chunk[-1].offset + 1
+        return out
+
+    async def commit(self, next_offsets: dict[int, int]) -> None:
+        mine = self._log.group_offsets.setdefault(self._group, {}).setdefault(
+            self._topic.spec.name, {}
+        )
+        for p, o in next_offsets.items():
+            mine[p] = max(mine.get(p, 0), o)
+        self._log.save_group_offsets()
+
+    def lag(self) -> int:
+        return sum(
+            max(0, part.next_offset - self._positions.get(i, 0))
+            for i, part in enumerate(self._topic.partitions)
+        )

@@ -1,0 +1,101 @@
+"""What Parley writes to its log: chat messages and ephemeral events.
+
+Topics (names get the deployment's prefix):
+- `<prefix>.messages`: chat messages, key = room id, so a room is one
+  partition and its order is the partition's order; seq = offset.
+- `<prefix>.events`: typing, receipts, presence, membership changes and
+  device claims; short retention, never stored. Keyed by room for room
+  events and by user for user events, so each stays in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from parley.log.base import LogRecord
+from parley.protocol.messages import ChatMessage, message_id
+
+
+def messages_topic(prefix: str) -> str:
+    return f"{prefix}.messages"
+
+
+def events_topic(prefix: str) -> str:
+    return f"{prefix}.events"
+
+
+def encode_message(sender: str, client_id: str, body: str, ts_ms: int) -> bytes:
+    return orjson.dumps({"s": sender, "c": client_id, "b": body, "t": ts_ms})
+
+
+def decode_message(record: LogRecord) -> ChatMessage | None:
+    """The message a record holds, or None for a record that is not one (skipped)."""
+    try:
+        obj = orjson.loads(record.value)
+        room = (record.key or b"").decode()
+        return ChatMessage(
+            room=room,
+            id=message_id(record.partition, record.offset),
+            seq=record.offset,
+            sender=obj["s"],
+            body=obj["b"],
+            ts_ms=int(obj["t"]),
+            client_id=obj["c"],
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One ephemeral event; `kind` picks which fields matter."""
+
+    kind: str  # typing | receipt | presence | heartbeat | member | device
+    room: str = ""
+    user: str = ""
+    node: str = ""
+    seq: int = -1
+    status: str = ""
+    users: tuple[str, ...] = ()
+    device: str = ""
+    session: str = ""
+
+    def key(self) -> str:
+        if self.kind in ("typing", "receipt", "member"):
+            return self.room
+        if self.kind == "heartbeat":
+            return self.node
+        return self.user
+
+    def encode(self) -> bytes:
+        obj: dict[str, Any] = {"k": self.kind}
+        for name in ("room", "user", "node", "status", "device", "session"):
+            value = getattr(self, name)
+            if value:
+                obj[name] = value
+        if self.seq >= 0:
+            obj["seq"] = self.seq
+        if self.users:
+            obj["users"] = list(self.users)
+        return orjson.dumps(obj)
+
+
+def decode_event(record: LogRecord) -> Event | None:
+    try:
+        obj = orjson.loads(record.value)
+        return Event(
+            kind=str(obj["k"]),
+            room=str(obj.get("room", "")),
+            user=str(obj.get("user", "")),
+            node=str(obj.get("node", "")),
+            seq=int(obj.get("seq", -1)),
+            status=str(obj.get("status", "")),
+            users=tuple(str(u) for u in obj.get("users", ())),
+            device=str(obj.get("device", "")),
+            session=str(obj.get("session", "")),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None

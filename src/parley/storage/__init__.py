@@ -1,0 +1,1 @@
+"""Stores: the interface in base.py, SQLite and PostgreSQL beside each other."""

@@ -1,0 +1,116 @@
+"""The Store interface: rooms, memberships, persisted messages, read state.
+
+Contract, kept by sqlite.py and postgres.py and checked by
+tests/contract/test_store_contract.py:
+
+- `save_messages` is idempotent: saving a message again (same room and seq),
+  or another message with the same (room, sender, client_id) — a retried send
+  that reached the log twice — changes nothing. Within one call, messages are
+  applied in seq order, so the first record of a retried send is the one kept.
+  Saving a message of a DM room makes the room and its two members exist.
+- Pages are ordered by seq and answered from the (room_id, seq) index.
+- A failure raises StoreUnavailable (retriable); nothing is half-applied.
+- The store knows only what it was given: a message the persistence worker
+  has not written yet is not here; the gateway joins the log's recent window.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from parley.protocol.messages import ChatMessage
+
+
+class StoreError(Exception):
+    retriable = False
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or failed; the same call may succeed later."""
+
+    retriable = True
+
+
+class RoomExists(StoreError):
+    """A room with this id already exists."""
+
+
+@dataclass(slots=True, frozen=True)
+class Room:
+    id: str
+    name: str
+    owner: str | None
+    kind: str  # "group" or "dm"
+    members: tuple[str, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class RoomSummary:
+    room: Room
+    head: int
+    last_read: int
+    unread: int
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect and apply pending schema migrations."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def create_room(
+        self, room_id: str, name: str, owner: str, members: Sequence[str]
+    ) -> Room:
+        """Create a group room; raise RoomExists if the id is taken."""
+
+    @abc.abstractmethod
+    async def get_room(self, room_id: str) -> Room | None: ...
+
+    @abc.abstractmethod
+    async def members(self, room_id: str) -> frozenset[str] | None:
+        """The members, or None when the room does not exist."""
+
+    @abc.abstractmethod
+    async def rooms_of(self, user: str) -> list[Room]: ...
+
+    @abc.abstractmethod
+    async def add_member(self, room_id: str, user: str) -> bool:
+        """True if the user was added (False: already a member)."""
+
+    @abc.abstractmethod
+    async def remove_member(self, room_id: str, user: str) -> bool:
+        """True if the user was a member."""
+
+    @abc.abstractmethod
+    async def save_messages(self, messages: Sequence[ChatMessage]) -> int:
+        """Persist a batch atomically; return how many rows were new."""
+
+    @abc.abstractmethod
+    async def history(self, room_id: str, before: int | None, limit: int) -> list[ChatMessage]:
+        """The `limit` newest messages with seq < before, oldest first."""
+
+    @abc.abstractmethod
+    async def range(
+        self, room_id: str, after: int, before: int | None, limit: int
+    ) -> list[ChatMessage]:
+        """The `limit` newest messages with after < seq < before, oldest first."""
+
+    @abc.abstractmethod
+    async def head(self, room_id: str) -> int:
+        """The highest stored seq of the room, -1 if none."""
+
+    @abc.abstractmethod
+    async def set_last_read(self, room_id: str, user: str, seq: int) -> None:
+        """Move the member's read mark forward (never back)."""
+
+    @abc.abstractmethod
+    async def summaries(self, user: str) -> list[RoomSummary]:
+        """The user's rooms with head, last_read and unread (others' messages)."""

@@ -1,0 +1,1 @@
+"""Consumer groups beside the gateway: each reads the whole message stream."""

@@ -1,0 +1,59 @@
+"""consume → handle → commit, the loop every worker runs.
+
+Offsets are committed only after the handler returned, so a worker killed at
+any point re-reads from its last commit; handlers are idempotent, so the
+re-read changes nothing (at-least-once delivery, exactly-once effect). A
+handler that fails with a retriable error is retried with backoff on the same
+batch, and nothing is committed meanwhile: no record is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from parley.log.base import GroupConsumer, LogRecord
+
+logger = logging.getLogger(__name__)
+
+BatchWork = Callable[[list[LogRecord]], Awaitable[None]]
+
+
+def next_offsets(records: list[LogRecord]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for r in records:
+        if r.offset + 1 > out.get(r.partition, -1):
+            out[r.partition] = r.offset + 1
+    return out
+
+
+async def run_worker(
+    name: str,
+    consumer: GroupConsumer,
+    handle: BatchWork,
+    stop: asyncio.Event,
+    *,
+    max_batch: int = 5000,
+    retriable: tuple[type[BaseException], ...] = (),
+) -> None:
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            records = await consumer.poll(max_batch, 0.2)
+            if not records:
+                continue
+            delay = 0.1
+            while True:
+                try:
+                    await handle(records)
+                    break
+                except retriable as exc:
+                    if stop.is_set():
+                        return  # not committed: the next run re-reads this batch
+                    logger.warning("%s: %s; retrying in %.1f s", name, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(5.0, delay * 2)
+            await consumer.commit(next_offsets(records))
+    finally:
+        await consumer.stop()
