@@ -477,8 +477,8 @@ def report(results: dict[str, Any], cfg: Config) -> str:
         "### Fan-out",
         "",
         "| variant | loop | burst | delivered frames/s | server CPU s / 1,000 deliveries | "
-        "server CPU busy | load-gen CPU busy | server peak RSS growth |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "server CPU busy | load-gen CPU busy | server peak RSS growth | foreign load (max) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, runs in results["fanout"].items():
         variant, loop = key.split("|")
@@ -486,7 +486,7 @@ def report(results: dict[str, Any], cfg: Config) -> str:
             rows = [r for rep in runs if isinstance(rep, list) for r in rep if r["burst"] == burst]
             if not rows:
                 err = next((rep for rep in runs if isinstance(rep, str)), "failed")
-                lines.append(f"| {variant} | {loop} | {burst} | FAILED: {err[:80]} | | | | |")
+                lines.append(f"| {variant} | {loop} | {burst} | FAILED: {err[:80]} | | | | | |")
                 continue
             fps = [r["fps"] for r in rows]
             lines.append(
@@ -494,28 +494,30 @@ def report(results: dict[str, Any], cfg: Config) -> str:
                 f"{fmt(med([r['cpu_per_1k_ms'] / 1000 for r in rows]), '.4f')} | "
                 f"{fmt(med([r['server_util'] * 100 for r in rows]), '.0f')}% | "
                 f"{fmt(med([r['client_util'] * 100 for r in rows]), '.0f')}% | "
-                f"{fmt(med([r['peak_growth_mib'] for r in rows]), '.1f')} MiB |"
+                f"{fmt(med([r['peak_growth_mib'] for r in rows]), '.1f')} MiB | "
+                f"{max(r['foreign_cores'] for r in rows):.2f} |"
             )
     lines += [
         "",
         "### Idle connections and handshakes",
         "",
         "| variant | loop | RSS per idle connection | server RSS with idle conns | handshakes/s | "
-        "server CPU ms / 1,000 handshakes | load-gen CPU busy |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "server CPU ms / 1,000 handshakes | load-gen CPU busy | foreign load (max) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, runs in results["idle"].items():
         variant, loop = key.split("|")
         rows = [r for r in runs if isinstance(r, dict)]
         if not rows:
-            lines.append(f"| {variant} | {loop} | FAILED | | | | |")
+            lines.append(f"| {variant} | {loop} | FAILED | | | | | |")
             continue
         lines.append(
             f"| {variant} | {loop} | {fmt(med([r['rss_per_conn_kib'] for r in rows]), '.1f')} KiB | "
             f"{fmt(med([r['rss_idle_mib'] for r in rows]), '.0f')} MiB | "
             f"{fmt(med([r['handshakes_per_s'] for r in rows]), ',.0f')} | "
             f"{fmt(med([r['hs_cpu_per_1k_ms'] for r in rows]), '.0f')} | "
-            f"{fmt(med([r['hs_client_util'] * 100 for r in rows]), '.0f')}% |"
+            f"{fmt(med([r['hs_client_util'] * 100 for r in rows]), '.0f')}% | "
+            f"{max(r['foreign_cores'] for r in rows):.2f} |"
         )
     lines += ["", "Variants:", ""]
     lines += [f"- **{v.key}**: {v.label}" for v in VARIANTS if any(k.startswith(v.key + "|") for k in results["idle"])]

@@ -143,32 +143,58 @@ kafka_ready() {
         python3 - "$bootstrap" "$min" <<'PY'
 import socket, struct, sys
 
-def metadata_brokers(host: str, port: int) -> int:
-    # RequestHeader v1 + MetadataRequest v7 (topics=[] , allow_auto_topic_creation=false)
-    client = b"parley-probe"
-    body = struct.pack(">hhih", 3, 7, 1, len(client)) + client + struct.pack(">ib", 0, 0)
-    with socket.create_connection((host, port), timeout=2) as s:
-        s.settimeout(3)
-        s.sendall(struct.pack(">i", len(body)) + body)
-        def read(n: int) -> bytes:
-            buf = b""
-            while len(buf) < n:
-                chunk = s.recv(n - len(buf))
-                if not chunk:
-                    raise EOFError
-                buf += chunk
-            return buf
-        (size,) = struct.unpack(">i", read(4))
-        data = read(size)
-    # correlation_id, throttle_time_ms, brokers array length
-    _corr, _throttle, nbrokers = struct.unpack_from(">iii", data, 0)
-    return nbrokers
+class Conn:
+    def __init__(self, host: str, port: int) -> None:
+        self.s = socket.create_connection((host, port), timeout=2)
+        self.s.settimeout(3)
+        self.corr = 0
+
+    def request(self, api_key: int, version: int, payload: bytes) -> bytes:
+        """Non-flexible request (header v1); returns the body after correlation_id."""
+        self.corr += 1
+        client = b"parley-probe"
+        body = struct.pack(">hhih", api_key, version, self.corr, len(client)) + client + payload
+        self.s.sendall(struct.pack(">i", len(body)) + body)
+        (size,) = struct.unpack(">i", self.read(4))
+        data = self.read(size)
+        return data[4:]
+
+    def read(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.s.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+def ready(host: str, port: int, need: int) -> bool:
+    c = Conn(host, port)
+    try:
+        # Metadata v7, no topics: brokers are listed only once the controller
+        # has unfenced them, so topic creation and produce can work.
+        data = c.request(3, 7, struct.pack(">ib", 0, 0))
+        _throttle, nbrokers = struct.unpack_from(">ii", data, 0)
+        if nbrokers < need:
+            return False
+        # InitProducerId v1 (no transactional id): succeeds once the broker has
+        # a producer-id block from the controller, so idempotent producers do not
+        # get COORDINATOR_LOAD_IN_PROGRESS at first. A broker that does not
+        # speak v1 closes the connection: then the metadata check must do.
+        try:
+            data = c.request(22, 1, struct.pack(">hi", -1, 60000))
+        except (EOFError, OSError):
+            return True
+        _throttle, error = struct.unpack_from(">ih", data, 0)
+        return error == 0
+    finally:
+        c.s.close()
 
 bootstrap, need = sys.argv[1], int(sys.argv[2])
 try:
     for hp in bootstrap.split(","):
         host, port = hp.rsplit(":", 1)
-        if metadata_brokers(host, int(port)) < need:
+        if not ready(host, int(port), need):
             sys.exit(1)
 except Exception:
     sys.exit(1)

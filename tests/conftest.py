@@ -1,0 +1,126 @@
+"""Fixtures: the real broker and database (`make services`), and clusters of nodes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.harness import Cluster, ServerProcess, base_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _services() -> dict[str, str]:
+    """The broker and database URLs: from `make test`, or started here."""
+    kafka = os.environ.get("PARLEY_TEST_KAFKA_BOOTSTRAP")
+    db = os.environ.get("PARLEY_TEST_DATABASE_URL")
+    if kafka and db:
+        return {"kafka": kafka, "db": db}
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "services.sh"), "start"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip().splitlines()
+    values = dict(line.split("=", 1) for line in out[-2:])
+    os.environ["PARLEY_TEST_KAFKA_BOOTSTRAP"] = values["PARLEY_KAFKA_BOOTSTRAP"]
+    os.environ["PARLEY_TEST_DATABASE_URL"] = values["PARLEY_DATABASE_URL"]
+    return {"kafka": values["PARLEY_KAFKA_BOOTSTRAP"], "db": values["PARLEY_DATABASE_URL"]}
+
+
+@pytest.fixture(scope="session")
+def services() -> dict[str, str]:
+    return _services()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services: dict[str, str]) -> str:
+    return services["kafka"]
+
+
+@contextlib.asynccontextmanager
+async def pg_database(admin: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"parley_t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield admin.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pg_url(services: dict[str, str]) -> AsyncIterator[str]:
+    async with pg_database(services["db"]) as url:
+        yield url
+
+
+def new_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return new_prefix()
+
+
+async def _cluster(backend: str, size: int, tmp_path: Path, kafka: str | None, db: str | None) -> Cluster:
+    database = db or f"sqlite:///{tmp_path / 'parley.db'}"
+    env = base_env(new_prefix(), kafka, database, tmp_path / "data")
+    nodes = [
+        ServerProcess(env=dict(env), node_id=f"n{i}", log_path=tmp_path / f"node{i}.log")
+        for i in range(size)
+    ]
+    cluster = Cluster(backend, nodes, aiohttp.ClientSession())
+    try:
+        for n in nodes:
+            await n.start()
+    except BaseException:
+        await cluster.close()
+        raise
+    return cluster
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+async def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, services: dict[str, str]
+) -> AsyncIterator[Cluster]:
+    """The protocol suite's target: the embedded log + SQLite, and Kafka + PostgreSQL."""
+    if request.param == "embedded":
+        c = await _cluster("embedded", 1, tmp_path, None, None)
+        try:
+            yield c
+        finally:
+            await c.close()
+        return
+    async with pg_database(services["db"]) as db:
+        c = await _cluster("kafka", 1, tmp_path, services["kafka"], db)
+        try:
+            yield c
+        finally:
+            await c.close()
+
+
+@pytest.fixture
+async def two_nodes(tmp_path: Path, services: dict[str, str], pg_url: str) -> AsyncIterator[Cluster]:
+    """Two gateway nodes on one Kafka and one PostgreSQL."""
+    c = await _cluster("kafka", 2, tmp_path, services["kafka"], pg_url)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+def tmp_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path

@@ -1,0 +1,320 @@
+"""Real Parley nodes in subprocesses, and a WebSocket test client.
+
+Every e2e test drives servers the way the acceptance tests do: through
+`parley serve`, PROTOCOL.md frames and REST calls, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from parley.auth.tokens import issue_token
+
+SECRET = "test-secret-for-parley-e2e-tests-0123456789"
+READY_TIMEOUT_S = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def token(user: str, ttl: int = 3600, secret: str = SECRET) -> str:
+    return issue_token(secret, user, ttl)
+
+
+@dataclass
+class ServerProcess:
+    """One `parley serve` node; stopped (or killed) by whoever started it."""
+
+    env: dict[str, str]
+    node_id: str
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    proc: asyncio.subprocess.Process | None = None
+    _pump: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def start(self) -> None:
+        env = {**self.env, "PARLEY_PORT": str(self.port), "PARLEY_NODE_ID": self.node_id}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "parley.cli.main", "serve",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        ready = asyncio.get_running_loop().create_future()
+        self._pump = asyncio.create_task(self._read_output(ready))
+        try:
+            await asyncio.wait_for(ready, READY_TIMEOUT_S)
+        except BaseException:
+            await self.kill()
+            raise
+
+    async def _read_output(self, ready: asyncio.Future[None]) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with self.log_path.open("ab") as out:
+            async for line in self.proc.stdout:
+                out.write(line)
+                out.flush()
+                if not ready.done() and b"ready on http" in line:
+                    ready.set_result(None)
+        if not ready.done():
+            ready.set_exception(
+                RuntimeError(f"node {self.node_id} exited: {self.log_path.read_text()[-2000:]}")
+            )
+
+    async def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        await self._drain()
+        return self.proc.returncode
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        if self._pump is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pump, 5)
+            self._pump = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Closed(Exception):
+    def __init__(self, code: int | None) -> None:
+        super().__init__(f"closed with {code}")
+        self.code = code
+
+
+class WsClient:
+    """A test client that keeps every frame it received, in order."""
+
+    _refs = itertools.count()
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession) -> None:
+        self.ws = ws
+        self._session = session
+        self.frames: list[dict[str, Any]] = []
+        self._cursor = 0
+        self.close_code: int | None = None
+
+    @classmethod
+    async def connect(cls, server: ServerProcess, user: str, **params: Any) -> WsClient:
+        query = {"token": token(user), **{k: str(v) for k, v in params.items()}}
+        session = aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(server.ws_url, params=query, max_msg_size=0, autoping=True)
+        except BaseException:
+            await session.close()
+            raise
+        client = cls(ws, session)
+        return client
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send_str(orjson.dumps(frame).decode())
+
+    async def send_raw(self, text: str) -> None:
+        await self.ws.send_str(text)
+
+    async def _read(self, timeout: float) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout)
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            frame: dict[str, Any] = orjson.loads(msg.data)
+            self.frames.append(frame)
+            return frame
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            self.close_code = self.ws.close_code
+            raise Closed(self.ws.close_code)
+        raise AssertionError(f"unexpected frame {msg.type}: {msg.data!r}")
+
+    async def expect(self, type: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        """The next not-yet-consumed frame of this type (and fields), waiting for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i in range(self._cursor, len(self.frames)):
+                f = self.frames[i]
+                if f.get("type") == type and all(f.get(k) == v for k, v in match.items()):
+                    self.frames[i] = {**f, "_consumed": True}
+                    self._skip_consumed()
+                    return f
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"no {type} frame matching {match} within {timeout}s; got {self.frames[self._cursor:][-10:]}"
+                )
+            try:
+                await self._read(left)
+            except TimeoutError:
+                continue
+
+    def _skip_consumed(self) -> None:
+        while self._cursor < len(self.frames) and self.frames[self._cursor].get("_consumed"):
+            self._cursor += 1
+
+    async def request(self, type: str, reply: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+        ref = f"r{next(self._refs)}"
+        await self.send(type=type, ref=ref, **fields)
+        return await self.expect(reply, timeout, ref=ref)
+
+    async def error(self, type: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+        """Send a frame with a ref and return the error that answers it."""
+        return await self.request(type, "error", timeout, **fields)
+
+    async def drain(self, seconds: float) -> None:
+        """Read whatever arrives for a while (to check that nothing else does)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                await self._read(left)
+            except TimeoutError:
+                return
+
+    async def wait_closed(self, timeout: float = 10.0) -> int | None:
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(Closed):
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    await self._read(deadline - time.monotonic())
+            raise AssertionError("connection not closed")
+        return self.close_code
+
+    def messages(self, room: str) -> list[dict[str, Any]]:
+        """Every message of a room this client was given: history and live, in order."""
+        out: list[dict[str, Any]] = []
+        for f in self.frames:
+            if f.get("type") == "history" and f.get("room") == room:
+                out.extend(f["messages"])
+            elif f.get("type") == "message" and f.get("room") == room:
+                out.append(f)
+        return out
+
+    async def subscribe(self, room: str, **fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        ref = f"r{next(self._refs)}"
+        await self.send(type="subscribe", room=room, ref=ref, **fields)
+        sub = await self.expect("subscribed", ref=ref)
+        hist = await self.expect("history", ref=ref)
+        return sub, hist
+
+    async def send_message(self, room: str, body: str, client_id: str | None = None) -> dict[str, Any]:
+        client_id = client_id or uuid.uuid4().hex
+        return await self.request("send", "ack", room=room, client_id=client_id, body=body)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        await self._session.close()
+
+
+class Api:
+    """REST calls as one user."""
+
+    def __init__(self, server: ServerProcess, user: str, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.user = user
+        self._session = session
+
+    async def call(self, method: str, path: str, json: Any = None, **kw: Any) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token(self.user)}", **kw.pop("headers", {})}
+        async with self._session.request(
+            method, self.server.url + path, json=json, headers=headers, **kw
+        ) as resp:
+            text = await resp.text()
+            body = orjson.loads(text) if text and resp.content_type == "application/json" else text
+            return resp.status, body
+
+    async def create_room(self, room: str, members: Sequence[str] = ()) -> dict[str, Any]:
+        status, body = await self.call("POST", "/api/rooms", {"id": room, "members": list(members)})
+        assert status == 201, (status, body)
+        result: dict[str, Any] = body
+        return result
+
+
+@dataclass
+class Cluster:
+    """The nodes of one test: one (embedded) or two (Kafka), sharing a database."""
+
+    backend: str
+    nodes: list[ServerProcess]
+    http: aiohttp.ClientSession
+    clients: list[WsClient] = field(default_factory=list)
+
+    async def connect(self, user: str, node: int = 0, **params: Any) -> WsClient:
+        client = await WsClient.connect(self.nodes[node], user, **params)
+        self.clients.append(client)
+        hello = await client.expect("hello")
+        assert hello["user"] == user
+        return client
+
+    def api(self, user: str, node: int = 0) -> Api:
+        return Api(self.nodes[node], user, self.http)
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.close()
+        for n in self.nodes:
+            await n.stop()
+        await self.http.close()
+
+
+def base_env(prefix: str, kafka: str | None, database_url: str, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env.update(
+        PARLEY_JWT_SECRET=SECRET,
+        PARLEY_TOPIC_PREFIX=prefix,
+        PARLEY_DATABASE_URL=database_url,
+        PARLEY_DATA_DIR=str(data_dir),
+        PARLEY_PARTITIONS="4",
+        PARLEY_PRESENCE_TIMEOUT="6",
+        PARLEY_LOG_LEVEL="INFO",
+    )
+    if kafka:
+        env["PARLEY_KAFKA_BOOTSTRAP"] = kafka
+    return env
+
+
+@contextlib.asynccontextmanager
+async def running(nodes: list[ServerProcess]) -> AsyncIterator[list[ServerProcess]]:
+    try:
+        await asyncio.gather(*(n.start() for n in nodes))
+        yield nodes
+    finally:
+        for n in nodes:
+            await n.stop()
