@@ -303,7 +303,7 @@ def base_env(prefix: str, kafka: str | None, database_url: str, data_dir: Path) 
         PARLEY_DATA_DIR=str(data_dir),
         PARLEY_PARTITIONS="4",
         PARLEY_PRESENCE_TIMEOUT="6",
-        PARLEY_LOG_LEVEL="INFO",
+        PARLEY_LOG_LEVEL=os.environ.get("PARLEY_TEST_LOG_LEVEL", "INFO"),
     )
     if kafka:
         env["PARLEY_KAFKA_BOOTSTRAP"] = kafka

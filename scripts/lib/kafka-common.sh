@@ -79,11 +79,12 @@ ensure_kafka_libs() {
     printf '%s\n' "$libs"
 }
 
-# log4j2 config: everything at WARN into $dir/server.log (rolled), plus the
-# one INFO line that says the server started. Nothing on the console.
+# log4j2 config: everything at WARN (PARLEY_KAFKA_LOG_LEVEL) into
+# $dir/server.log (rolled), plus the INFO line that says the server started.
+# Nothing on the console.
 write_log4j2_config() {
-    local file="$1"
-    cat > "$file" <<'EOF'
+    local file="$1" level="${PARLEY_KAFKA_LOG_LEVEL:-WARN}"
+    sed "s/@LEVEL@/$level/" > "$file" <<'EOF'
 <?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN">
   <Appenders>
@@ -97,7 +98,7 @@ write_log4j2_config() {
   <Loggers>
     <Logger name="kafka.server.KafkaRaftServer" level="INFO"/>
     <Logger name="kafka.Kafka" level="INFO"/>
-    <Root level="WARN">
+    <Root level="@LEVEL@">
       <AppenderRef ref="file"/>
     </Root>
   </Loggers>

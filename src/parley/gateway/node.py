@@ -409,7 +409,7 @@ class Node:
         bound = coverage if before is None else min(before, coverage)
         rows = await self.store.history(room, bound, need + 1)
         has_more = len(rows) > need
-        rows = rows[len(rows) - need :] if need else []
+        rows = rows[max(0, len(rows) - need) :] if need else []
         return rows + window, has_more
 
     async def resume(self, room: str, since: int) -> tuple[list[ChatMessage], bool]:

@@ -9,12 +9,16 @@ restarted worker or by two workers during a rebalance, leaves one row each.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from parley.log.base import Log, LogRecord
 from parley.log.records import decode_message, messages_topic
 from parley.metrics import Metrics
 from parley.storage.base import Store, StoreUnavailable
 from parley.workers.runner import run_worker
+
+
+logger = logging.getLogger(__name__)
 
 
 def persist_group(prefix: str) -> str:
@@ -34,5 +38,9 @@ async def run_persist(
         n = await store.save_messages(messages)
         if written is not None:
             written.value += n
+        logger.debug(
+            "persisted %d new of %d records (%s)", n, len(records),
+            ", ".join(f"{r.partition}:{r.offset}" for r in records[:1] + records[-1:]),
+        )
 
     await run_worker("persist", consumer, handle, stop, retriable=(StoreUnavailable,))
