@@ -24,10 +24,16 @@ def _services() -> dict[str, str]:
     db = os.environ.get("PARLEY_TEST_DATABASE_URL")
     if kafka and db:
         return {"kafka": kafka, "db": db}
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "services.sh"), "start"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip().splitlines()
+    out = (
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "services.sh"), "start"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     values = dict(line.split("=", 1) for line in out[-2:])
     os.environ["PARLEY_TEST_KAFKA_BOOTSTRAP"] = values["PARLEY_KAFKA_BOOTSTRAP"]
     os.environ["PARLEY_TEST_DATABASE_URL"] = values["PARLEY_DATABASE_URL"]
@@ -76,7 +82,9 @@ def prefix() -> str:
     return new_prefix()
 
 
-async def _cluster(backend: str, size: int, tmp_path: Path, kafka: str | None, db: str | None) -> Cluster:
+async def _cluster(
+    backend: str, size: int, tmp_path: Path, kafka: str | None, db: str | None
+) -> Cluster:
     database = db or f"sqlite:///{tmp_path / 'parley.db'}"
     env = base_env(new_prefix(), kafka, database, tmp_path / "data")
     nodes = [
@@ -114,7 +122,9 @@ async def cluster(
 
 
 @pytest.fixture
-async def two_nodes(tmp_path: Path, services: dict[str, str], pg_url: str) -> AsyncIterator[Cluster]:
+async def two_nodes(
+    tmp_path: Path, services: dict[str, str], pg_url: str
+) -> AsyncIterator[Cluster]:
     """Two gateway nodes on one Kafka and one PostgreSQL."""
     c = await _cluster("kafka", 2, tmp_path, services["kafka"], pg_url)
     yield c

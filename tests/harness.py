@@ -62,8 +62,13 @@ class ServerProcess:
     async def start(self) -> None:
         env = {**self.env, "PARLEY_PORT": str(self.port), "PARLEY_NODE_ID": self.node_id}
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "parley.cli.main", "serve",
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "parley.cli.main",
+            "serve",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         ready = asyncio.get_running_loop().create_future()
         self._pump = asyncio.create_task(self._read_output(ready))
@@ -141,7 +146,9 @@ class WsClient:
         query = {"token": token(user), **{k: str(v) for k, v in params.items()}}
         session = aiohttp.ClientSession()
         try:
-            ws = await session.ws_connect(server.ws_url, params=query, max_msg_size=0, autoping=True)
+            ws = await session.ws_connect(
+                server.ws_url, params=query, max_msg_size=0, autoping=True
+            )
         except BaseException:
             await session.close()
             raise
@@ -160,7 +167,11 @@ class WsClient:
             frame: dict[str, Any] = orjson.loads(msg.data)
             self.frames.append(frame)
             return frame
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+        if msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.CLOSED,
+        ):
             self.close_code = self.ws.close_code
             raise Closed(self.ws.close_code)
         raise AssertionError(f"unexpected frame {msg.type}: {msg.data!r}")
@@ -178,7 +189,8 @@ class WsClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(
-                    f"no {type} frame matching {match} within {timeout}s; got {self.frames[self._cursor:][-10:]}"
+                    f"no {type} frame matching {match} within {timeout}s;"
+                    f" got {self.frames[self._cursor :][-10:]}"
                 )
             try:
                 await self._read(left)
@@ -189,7 +201,9 @@ class WsClient:
         while self._cursor < len(self.frames) and self.frames[self._cursor].get("_consumed"):
             self._cursor += 1
 
-    async def request(self, type: str, reply: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+    async def request(
+        self, type: str, reply: str, timeout: float = 10.0, **fields: Any
+    ) -> dict[str, Any]:
         ref = f"r{next(self._refs)}"
         await self.send(type=type, ref=ref, **fields)
         return await self.expect(reply, timeout, ref=ref)
@@ -233,7 +247,9 @@ class WsClient:
         hist = await self.expect("history", ref=ref)
         return sub, hist
 
-    async def send_message(self, room: str, body: str, client_id: str | None = None) -> dict[str, Any]:
+    async def send_message(
+        self, room: str, body: str, client_id: str | None = None
+    ) -> dict[str, Any]:
         client_id = client_id or uuid.uuid4().hex
         return await self.request("send", "ack", room=room, client_id=client_id, body=body)
 

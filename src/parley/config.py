@@ -119,7 +119,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = Tru
     s.kafka_bootstrap = env.get("PARLEY_KAFKA_BOOTSTRAP") or None
     s.topic_prefix = env.get("PARLEY_TOPIC_PREFIX") or s.topic_prefix
     if not _PREFIX.fullmatch(s.topic_prefix):
-        raise ConfigError(f"PARLEY_TOPIC_PREFIX must match [A-Za-z0-9_.-]{{1,100}}, got {s.topic_prefix!r}")
+        raise ConfigError(
+            f"PARLEY_TOPIC_PREFIX must match [A-Za-z0-9_.-]{{1,100}}, got {s.topic_prefix!r}"
+        )
     s.partitions = _int(env, "PARLEY_PARTITIONS", s.partitions, minimum=1)
     rf = _int(env, "PARLEY_REPLICATION_FACTOR", 0)
     s.replication_factor = rf or None
@@ -142,7 +144,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = Tru
     s.kafka_timeout_ms = _int(env, "PARLEY_KAFKA_TIMEOUT_MS", s.kafka_timeout_ms, minimum=1000)
     s.log_level = (env.get("PARLEY_LOG_LEVEL") or s.log_level).upper()
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"PARLEY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
+        raise ConfigError(
+            f"PARLEY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}"
+        )
 
     s.jwt_secret = env.get("PARLEY_JWT_SECRET") or None
     if s.jwt_secret is None and s.dev:

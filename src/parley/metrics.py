@@ -37,7 +37,11 @@ class Metrics:
     def render(self) -> str:
         lines: list[str] = []
         for c in self._counters:
-            lines += [f"# HELP {c.name} {c.help}", f"# TYPE {c.name} counter", f"{c.name} {c.value}"]
+            lines += [
+                f"# HELP {c.name} {c.help}",
+                f"# TYPE {c.name} counter",
+                f"{c.name} {c.value}",
+            ]
         for name, help, read in self._gauges:
             lines += [f"# HELP {name} {help}", f"# TYPE {name} gauge", f"{name} {read()}"]
         return "\n".join(lines) + "\n"

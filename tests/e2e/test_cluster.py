@@ -53,7 +53,9 @@ async def test_room_isolation_under_concurrent_traffic(two_nodes: Cluster) -> No
         for n in range(30):
             ref = f"{i}-{n}"
             refs.append(ref)
-            await owner.send(type="send", room=rooms[i], client_id=ref, body=f"{rooms[i]}:{n}", ref=ref)
+            await owner.send(
+                type="send", room=rooms[i], client_id=ref, body=f"{rooms[i]}:{n}", ref=ref
+            )
         return [await owner.expect("ack", ref=r) for r in refs]
 
     all_acks = await asyncio.gather(*(blast(i) for i in range(len(rooms))))
@@ -218,7 +220,11 @@ async def test_typing_and_receipts_cross_nodes(two_nodes: Cluster) -> None:
     await alice.subscribe("chat")
     await bob.subscribe("chat")
     await alice.send(type="typing", room="chat")
-    assert await bob.expect("typing", room="chat") == {"type": "typing", "room": "chat", "user": "alice"}
+    assert await bob.expect("typing", room="chat") == {
+        "type": "typing",
+        "room": "chat",
+        "user": "alice",
+    }
     ack = await alice.send_message("chat", "read me")
     await bob.send(type="read", room="chat", seq=ack["seq"])
     receipt = await alice.expect("receipt", room="chat")
@@ -253,7 +259,9 @@ async def test_history_pages_from_the_database_beyond_the_window(two_nodes: Clus
     bob = await two_nodes.connect("bob", node=1)
     deadline = time.monotonic() + 15
     while True:
-        status, page = await two_nodes.api("bob", node=1).call("GET", "/api/rooms/long/messages?limit=100")
+        _status, page = await two_nodes.api("bob", node=1).call(
+            "GET", "/api/rooms/long/messages?limit=100"
+        )
         if len(page["messages"]) == 60 or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)

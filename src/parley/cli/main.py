@@ -36,8 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (PARLEY_HOST, default 127.0.0.1)")
     serve.add_argument("--port", help="listen port (PARLEY_PORT, default 8000)")
     serve.add_argument("--node-id", help="this node's id (PARLEY_NODE_ID)")
-    serve.add_argument("--dev", action="store_true", default=None,
-                       help="development mode: dev tokens and the dev secret (PARLEY_DEV)")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        default=None,
+        help="development mode: dev tokens and the dev secret (PARLEY_DEV)",
+    )
     token = sub.add_parser("token", help="print a JWT for USER")
     token.add_argument("user")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 86400)")
@@ -49,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _env_with_flags(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
-    for flag, var in (("host", "PARLEY_HOST"), ("port", "PARLEY_PORT"), ("node_id", "PARLEY_NODE_ID")):
+    for flag, var in (
+        ("host", "PARLEY_HOST"),
+        ("port", "PARLEY_PORT"),
+        ("node_id", "PARLEY_NODE_ID"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             env[var] = str(value)
@@ -118,7 +126,11 @@ async def serve(settings: Settings) -> None:
     stop_workers = asyncio.Event()
     workers = []
     if "persist" in settings.workers:
-        workers.append(asyncio.create_task(run_persist(log, store, settings.topic_prefix, stop_workers, metrics)))
+        workers.append(
+            asyncio.create_task(
+                run_persist(log, store, settings.topic_prefix, stop_workers, metrics)
+            )
+        )
     app = build_app(node, verifier, dev_secret=settings.jwt_secret if settings.dev else None)
     runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
     await runner.setup()
@@ -126,13 +138,23 @@ async def serve(settings: Settings) -> None:
     try:
         await site.start()
     except OSError as exc:
-        raise StartupError(f"PARLEY_PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+        raise StartupError(
+            f"PARLEY_PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
     mode = "Kafka " + settings.kafka_bootstrap if settings.kafka_bootstrap else "the embedded log"
     logger.info(
-        "node %s listening on http://%s:%d (%s, %s)%s", settings.node_id, settings.host,
-        settings.port, mode, settings.database_url.split("@")[-1], " [dev]" if settings.dev else "",
+        "node %s listening on http://%s:%d (%s, %s)%s",
+        settings.node_id,
+        settings.host,
+        settings.port,
+        mode,
+        settings.database_url.split("@")[-1],
+        " [dev]" if settings.dev else "",
     )
-    print(f"parley: node {settings.node_id} ready on http://{settings.host}:{settings.port}", flush=True)
+    print(
+        f"parley: node {settings.node_id} ready on http://{settings.host}:{settings.port}",
+        flush=True,
+    )
     try:
         await _wait_for_signal()
     finally:
@@ -184,8 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = load_settings(env, need_auth=False)
             if not settings.jwt_secret:
                 raise ConfigError("PARLEY_JWT_SECRET is not set (or pass --dev for the dev secret)")
-            print(issue_token(settings.jwt_secret, args.user, args.ttl,
-                              issuer=settings.jwt_issuer, audience=settings.jwt_audience))
+            print(
+                issue_token(
+                    settings.jwt_secret,
+                    args.user,
+                    args.ttl,
+                    issuer=settings.jwt_issuer,
+                    audience=settings.jwt_audience,
+                )
+            )
             return 0
         settings = load_settings(env)
         _setup_logging(settings)

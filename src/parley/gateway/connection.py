@@ -30,7 +30,14 @@ from parley.protocol.frames import (
     Unsubscribe,
     parse_client_frame,
 )
-from parley.protocol.messages import ack_frame, encode, error_frame, history_frame, with_ref
+from parley.protocol.messages import (
+    ChatMessage,
+    ack_frame,
+    encode,
+    error_frame,
+    history_frame,
+    with_ref,
+)
 from parley.storage.base import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -42,7 +49,11 @@ ERROR_WINDOW_S = 10.0
 
 class Connection:
     def __init__(
-        self, node: Node, ws: web.WebSocketResponse, transport: asyncio.Transport, user: str,
+        self,
+        node: Node,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        user: str,
         device: str | None,
     ) -> None:
         self.node = node
@@ -57,9 +68,13 @@ class Connection:
     # Closing ------------------------------------------------------------------
 
     def _on_overflow(self) -> None:
-        logger.info("closing session %s of %s: outbound queue full", self.session.id, self.session.user)
+        logger.info(
+            "closing session %s of %s: outbound queue full", self.session.id, self.session.user
+        )
         self.session.closing = True
-        self._start_close(CloseCode.POLICY, "too slow: outbound queue full; resume with since", flush=False)
+        self._start_close(
+            CloseCode.POLICY, "too slow: outbound queue full; resume with since", flush=False
+        )
 
     def request_close(self, code: int, reason: str) -> None:
         self._start_close(code, reason, flush=True)
@@ -136,13 +151,15 @@ class Connection:
                     return
                 writer = session.writer
 
-                def on_ack(msg: object, ref: str | None = ref) -> None:
-                    writer.send_json(ack_frame(msg, ref))  # type: ignore[arg-type]
+                def on_ack(msg: ChatMessage, ref: str | None = ref) -> None:
+                    writer.send_json(ack_frame(msg, ref))
 
                 def on_error(code: ErrorCode, message: str, ref: str | None = ref) -> None:
                     writer.send_json(error_frame(code, message, ref))
 
-                node.send(user, frame.room, frame.client_id, frame.body, AckWaiter(on_ack, on_error))
+                node.send(
+                    user, frame.room, frame.client_id, frame.body, AckWaiter(on_ack, on_error)
+                )
             elif isinstance(frame, Subscribe):
                 await node.subscribe(session, frame.room, frame.since, ref)
             elif isinstance(frame, History):

@@ -16,8 +16,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from parley.config import Settings
 from parley.gateway.hub import Hub
@@ -27,7 +28,15 @@ from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.roomlog import RoomLog, RoomLogs
 from parley.gateway.session import Session
 from parley.gateway.writer import Flusher
-from parley.log.base import Delivered, Log, LogRecord, LogUnavailable, TailReader, TopicSpec, partition_for
+from parley.log.base import (
+    Delivered,
+    Log,
+    LogRecord,
+    LogUnavailable,
+    TailReader,
+    TopicSpec,
+    partition_for,
+)
 from parley.log.records import (
     Event,
     decode_event,
@@ -82,16 +91,24 @@ class Node:
         self._read_pos: dict[int, int] = {}
         self.caught_up = asyncio.Event()
         self._c_sent = metrics.counter("parley_messages_sent_total", "sends produced to the log")
-        self._c_read = metrics.counter("parley_messages_read_total", "new messages read from the log")
+        self._c_read = metrics.counter(
+            "parley_messages_read_total", "new messages read from the log"
+        )
         self._c_dup = metrics.counter(
             "parley_duplicate_records_total", "log records dropped as a retried send"
         )
         self._c_frames = metrics.counter(
             "parley_frames_delivered_total", "message frames queued to sessions"
         )
-        metrics.gauge("parley_sessions", "open WebSocket sessions", lambda: len(self.hub.all_sessions()))
-        metrics.gauge("parley_pending_acks", "sends waiting for their record", lambda: len(self._pending))
-        metrics.gauge("parley_idempotency_pairs", "(sender, client_id) pairs kept", lambda: self.rooms.pairs)
+        metrics.gauge(
+            "parley_sessions", "open WebSocket sessions", lambda: len(self.hub.all_sessions())
+        )
+        metrics.gauge(
+            "parley_pending_acks", "sends waiting for their record", lambda: len(self._pending)
+        )
+        metrics.gauge(
+            "parley_idempotency_pairs", "(sender, client_id) pairs kept", lambda: self.rooms.pairs
+        )
 
     # Lifecycle ------------------------------------------------------------------
 
@@ -106,12 +123,16 @@ class Node:
         # Read back the idempotency window: a retry of a send made before this
         # node started still finds its first record.
         reader = self.log.tail(
-            self.messages_topic, now_ms - self.settings.idempotency_window_s * 1000, self._on_messages
+            self.messages_topic,
+            now_ms - self.settings.idempotency_window_s * 1000,
+            self._on_messages,
         )
         starts = await reader.start()
         for p, offset in starts.items():
             self.rooms.set_partition_start(p, offset)
-        self._ends = {p: e for p, e in reader.end_offsets_at_start().items() if e > starts.get(p, 0)}
+        self._ends = {
+            p: e for p, e in reader.end_offsets_at_start().items() if e > starts.get(p, 0)
+        }
         self._readers.append(reader)
         if not self._ends:
             self.caught_up.set()
@@ -127,7 +148,9 @@ class Node:
         try:
             await asyncio.wait_for(self.caught_up.wait(), STARTUP_CATCHUP_S)
         except TimeoutError:
-            logger.warning("still reading the log back after %.0f s; serving anyway", STARTUP_CATCHUP_S)
+            logger.warning(
+                "still reading the log back after %.0f s; serving anyway", STARTUP_CATCHUP_S
+            )
 
     async def stop(self) -> None:
         for session in self.hub.all_sessions():
@@ -145,7 +168,9 @@ class Node:
     async def _heartbeat_loop(self) -> None:
         interval = max(0.5, self.settings.presence_timeout_s / 3)
         while True:
-            self._produce_event(Event("heartbeat", node=self.node_id, users=tuple(self.hub.users())))
+            self._produce_event(
+                Event("heartbeat", node=self.node_id, users=tuple(self.hub.users()))
+            )
             await asyncio.sleep(interval)
 
     async def _expire_loop(self) -> None:
@@ -191,25 +216,40 @@ class Node:
                 continue
             if event.kind == "typing":
                 self.hub.broadcast_event(
-                    event.room, encode({"type": "typing", "room": event.room, "user": event.user}), event.user
+                    event.room,
+                    encode({"type": "typing", "room": event.room, "user": event.user}),
+                    event.user,
                 )
             elif event.kind == "receipt":
                 self.hub.broadcast_event(
                     event.room,
-                    encode({"type": "receipt", "room": event.room, "user": event.user, "seq": event.seq}),
+                    encode(
+                        {
+                            "type": "receipt",
+                            "room": event.room,
+                            "user": event.user,
+                            "seq": event.seq,
+                        }
+                    ),
                     event.user,
                 )
             elif event.kind == "presence":
-                self._spawn(self._announce(self.presence.on_status(event.node, event.user, event.status, now)))
+                self._spawn(
+                    self._announce(
+                        self.presence.on_status(event.node, event.user, event.status, now)
+                    )
+                )
             elif event.kind == "heartbeat":
-                self._spawn(self._announce(self.presence.on_heartbeat(event.node, event.users, now)))
+                self._spawn(
+                    self._announce(self.presence.on_heartbeat(event.node, event.users, now))
+                )
             elif event.kind == "member":
                 self._on_member_event(event)
             elif event.kind == "device":
                 self._on_device_claim(event)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.append(task)
         task.add_done_callback(self._task_done)
 
@@ -246,7 +286,13 @@ class Node:
                 if other.device == session.device:
                     self.close_session(other, CloseCode.REPLACED, "replaced by a newer connection")
             self._produce_event(
-                Event("device", user=session.user, device=session.device, session=session.id, node=self.node_id)
+                Event(
+                    "device",
+                    user=session.user,
+                    device=session.device,
+                    session=session.id,
+                    node=self.node_id,
+                )
             )
         first = self.hub.add(session)
         self._user_rooms[session.user] = {r.id for r in rooms}
@@ -262,11 +308,15 @@ class Node:
             )
         )
         if first:
-            self._produce_event(Event("presence", user=session.user, node=self.node_id, status="online"))
+            self._produce_event(
+                Event("presence", user=session.user, node=self.node_id, status="online")
+            )
         mates = {m for r in rooms for m in r.members if m != session.user}
         for mate in sorted(mates):
             if self.presence.is_online(mate):
-                session.writer.send_json(encode({"type": "presence", "user": mate, "status": "online"}))
+                session.writer.send_json(
+                    encode({"type": "presence", "user": mate, "status": "online"})
+                )
 
     def close_session(self, session: Session, code: int, reason: str) -> None:
         """Close a session from the server side (the connection does the rest)."""
@@ -278,7 +328,9 @@ class Node:
     def session_closed(self, session: Session) -> None:
         if self.hub.remove(session):
             self._user_rooms.pop(session.user, None)
-            self._produce_event(Event("presence", user=session.user, node=self.node_id, status="offline"))
+            self._produce_event(
+                Event("presence", user=session.user, node=self.node_id, status="offline")
+            )
 
     def _on_device_claim(self, event: Event) -> None:
         for session in self.hub.sessions_of(event.user):
@@ -332,7 +384,9 @@ class Node:
     def _produce_event(self, event: Event) -> bool:
         try:
             key = event.key()
-            self.log.produce(self.events_topic, partition_for(key, EVENT_PARTITIONS), key, event.encode())
+            self.log.produce(
+                self.events_topic, partition_for(key, EVENT_PARTITIONS), key, event.encode()
+            )
             return True
         except LogUnavailable as exc:
             logger.warning("event %s not sent: %s", event.kind, exc)
@@ -374,7 +428,9 @@ class Node:
         if future.cancelled() or future.exception() is not None:
             waiters = self._pending.pop(key, None) or []
             for waiter in waiters:
-                waiter.on_error(ErrorCode.INTERNAL, "the log is unavailable; retry with the same client_id")
+                waiter.on_error(
+                    ErrorCode.INTERNAL, "the log is unavailable; retry with the same client_id"
+                )
 
     async def send_and_wait(self, user: str, room: str, client_id: str, body: str) -> ChatMessage:
         """The REST flavour of send: wait for the ack (raises SendFailed)."""
@@ -426,7 +482,9 @@ class Node:
             return found[-cap:], True
         return found, False
 
-    async def subscribe(self, session: Session, room: str, since: int | None, ref: str | None) -> None:
+    async def subscribe(
+        self, session: Session, room: str, since: int | None, ref: str | None
+    ) -> None:
         """Join a room: `subscribed`, `history`, then live messages, no gap, no duplicate.
 
         The session joins the hub first, in the joining state, so live
@@ -451,7 +509,9 @@ class Node:
             raise
         if room not in session.subscriptions:
             return  # unsubscribed or removed from the room meanwhile
-        session.writer.send_json(encode(with_ref({"type": "subscribed", "room": room, "head": head}, ref)))
+        session.writer.send_json(
+            encode(with_ref({"type": "subscribed", "room": room, "head": head}, ref))
+        )
         session.writer.send_json(history_frame(room, messages, has_more, ref))
         last = messages[-1].seq if messages else (since if since is not None else -1)
         self.hub.finish_join(session, room, last)

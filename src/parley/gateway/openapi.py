@@ -27,13 +27,18 @@ OPENAPI: dict[str, Any] = {
                 "requestBody": {"required": True, **_json(_ref("NewRoom"))},
                 "responses": {
                     "201": {"description": "created", **_json(_ref("Room"))},
-                    "400": _ERROR, "401": _ERROR, "409": _ERROR,
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "409": _ERROR,
                 },
             },
             "get": {
                 "summary": "The caller's rooms, with head, last_read and unread",
                 "responses": {
-                    "200": {"description": "rooms", **_json({"type": "array", "items": _ref("RoomSummary")})},
+                    "200": {
+                        "description": "rooms",
+                        **_json({"type": "array", "items": _ref("RoomSummary")}),
+                    },
                     "401": _ERROR,
                 },
             },
@@ -42,7 +47,11 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "One room (404 for non-members)",
                 "parameters": [_ROOM_ID],
-                "responses": {"200": {"description": "room", **_json(_ref("Room"))}, "401": _ERROR, "404": _ERROR},
+                "responses": {
+                    "200": {"description": "room", **_json(_ref("Room"))},
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
             }
         },
         "/api/rooms/{id}/members": {
@@ -51,43 +60,82 @@ OPENAPI: dict[str, Any] = {
                 "parameters": [_ROOM_ID],
                 "requestBody": {
                     "required": True,
-                    **_json({"type": "object", "required": ["user"], "properties": {"user": {"type": "string"}}}),
+                    **_json(
+                        {
+                            "type": "object",
+                            "required": ["user"],
+                            "properties": {"user": {"type": "string"}},
+                        }
+                    ),
                 },
                 "responses": {
                     "201": {"description": "added", **_json(_ref("Room"))},
                     "200": {"description": "already a member", **_json(_ref("Room"))},
-                    "400": _ERROR, "401": _ERROR, "404": _ERROR,
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
                 },
             }
         },
         "/api/rooms/{id}/members/{user}": {
             "delete": {
                 "summary": "Remove a member (the owner, or the user themself)",
-                "parameters": [_ROOM_ID, {"name": "user", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"204": {"description": "removed"}, "401": _ERROR, "403": _ERROR, "404": _ERROR},
+                "parameters": [
+                    _ROOM_ID,
+                    {"name": "user", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "204": {"description": "removed"},
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "404": _ERROR,
+                },
             }
         },
         "/api/rooms/{id}/messages": {
             "get": {
-                "summary": "A history page: the `limit` newest messages with seq < before, oldest first",
+                "summary": "A history page: the newest `limit` with seq < before, oldest first",
                 "parameters": [
                     _ROOM_ID,
                     {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+                    },
                 ],
-                "responses": {"200": {"description": "page", **_json(_ref("History"))}, "400": _ERROR, "401": _ERROR, "404": _ERROR},
+                "responses": {
+                    "200": {"description": "page", **_json(_ref("History"))},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
             },
             "post": {
                 "summary": "Send a message; idempotent on (sender, client_id)",
                 "parameters": [_ROOM_ID],
                 "requestBody": {"required": True, **_json(_ref("NewMessage"))},
                 "responses": {
-                    "201": {"description": "the ack, once the message is durable in the log", **_json(_ref("Ack"))},
-                    "400": _ERROR, "401": _ERROR, "404": _ERROR, "413": _ERROR, "429": _ERROR, "503": _ERROR,
+                    "201": {
+                        "description": "the ack, once the message is durable in the log",
+                        **_json(_ref("Ack")),
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                    "413": _ERROR,
+                    "429": _ERROR,
+                    "503": _ERROR,
                 },
             },
         },
-        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}}},
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "security": [],
+                "responses": {"200": {"description": "alive"}},
+            }
+        },
         "/readyz": {
             "get": {
                 "summary": "Ready when the log and the database answer",
@@ -95,7 +143,13 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
             }
         },
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text"}}}},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {"200": {"description": "text"}},
+            }
+        },
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
@@ -111,8 +165,16 @@ OPENAPI: dict[str, Any] = {
                                 "properties": {
                                     "code": {
                                         "type": "string",
-                                        "enum": ["unauthorized", "bad_request", "not_found", "conflict",
-                                                 "rate_limited", "internal", "forbidden", "too_large"],
+                                        "enum": [
+                                            "unauthorized",
+                                            "bad_request",
+                                            "not_found",
+                                            "conflict",
+                                            "rate_limited",
+                                            "internal",
+                                            "forbidden",
+                                            "too_large",
+                                        ],
                                     },
                                     "message": {"type": "string"},
                                 },
@@ -135,24 +197,36 @@ OPENAPI: dict[str, Any] = {
             "Room": {
                 "type": "object",
                 "properties": {
-                    "id": {"type": "string"}, "name": {"type": "string"},
-                    "owner": {"type": ["string", "null"]}, "kind": {"type": "string", "enum": ["group", "dm"]},
+                    "id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "owner": {"type": ["string", "null"]},
+                    "kind": {"type": "string", "enum": ["group", "dm"]},
                     "members": {"type": "array", "items": {"type": "string"}},
                 },
             },
             "RoomSummary": {
                 "allOf": [
                     _ref("Room"),
-                    {"type": "object", "properties": {
-                        "head": {"type": "integer"}, "last_read": {"type": "integer"}, "unread": {"type": "integer"}}},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "head": {"type": "integer"},
+                            "last_read": {"type": "integer"},
+                            "unread": {"type": "integer"},
+                        },
+                    },
                 ]
             },
             "Message": {
                 "type": "object",
                 "properties": {
-                    "room": {"type": "string"}, "id": {"type": "string"}, "seq": {"type": "integer"},
-                    "sender": {"type": "string"}, "body": {"type": "string"},
-                    "ts": {"type": "string", "format": "date-time"}, "client_id": {"type": "string"},
+                    "room": {"type": "string"},
+                    "id": {"type": "string"},
+                    "seq": {"type": "integer"},
+                    "sender": {"type": "string"},
+                    "body": {"type": "string"},
+                    "ts": {"type": "string", "format": "date-time"},
+                    "client_id": {"type": "string"},
                 },
             },
             "History": {
@@ -166,14 +240,19 @@ OPENAPI: dict[str, Any] = {
             "NewMessage": {
                 "type": "object",
                 "required": ["client_id", "body"],
-                "properties": {"client_id": {"type": "string", "minLength": 1, "maxLength": 64},
-                               "body": {"type": "string", "maxLength": 4096}},
+                "properties": {
+                    "client_id": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "body": {"type": "string", "maxLength": 4096},
+                },
             },
             "Ack": {
                 "type": "object",
                 "properties": {
-                    "room": {"type": "string"}, "client_id": {"type": "string"}, "id": {"type": "string"},
-                    "seq": {"type": "integer"}, "ts": {"type": "string", "format": "date-time"},
+                    "room": {"type": "string"},
+                    "client_id": {"type": "string"},
+                    "id": {"type": "string"},
+                    "seq": {"type": "integer"},
+                    "ts": {"type": "string", "format": "date-time"},
                 },
             },
         },

@@ -28,6 +28,10 @@ class RateLimiter:
         return True
 
     def _prune(self, now: float) -> None:
-        full = [k for k, (t, last) in self._buckets.items() if t + (now - last) * self._rate >= self._burst]
+        full = [
+            k
+            for k, (t, last) in self._buckets.items()
+            if t + (now - last) * self._rate >= self._burst
+        ]
         for k in full:
             del self._buckets[k]

@@ -116,7 +116,9 @@ async def create_room(request: web.Request) -> web.Response:
     if len(name) > 200:
         raise ApiError(400, "bad_request", "name is over 200 chars")
     members = body.get("members", [])
-    if not isinstance(members, list) or not all(isinstance(m, str) and is_user_id(m) for m in members):
+    if not isinstance(members, list) or not all(
+        isinstance(m, str) and is_user_id(m) for m in members
+    ):
         raise ApiError(400, "bad_request", "members must be a list of user ids")
     if len(members) > 10_000:
         raise ApiError(400, "bad_request", "too many members")

@@ -40,7 +40,11 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info(
-            '%s "%s %s" %s %.1fms', request.remote, request.method, request.path, response.status,
+            '%s "%s %s" %s %.1fms',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
             time * 1000,
         )
 
@@ -109,7 +113,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:
         return ws
-    connection = Connection(node, ws, transport, identity.user, device)  # type: ignore[arg-type]
+    connection = Connection(node, ws, transport, identity.user, device)
     await connection.run(room, since)
     return ws
 
@@ -120,7 +124,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     checks = await request.app[NODE].ready()
-    return web.json_response({"ready": all(checks.values()), **checks}, status=200 if all(checks.values()) else 503)
+    return web.json_response(
+        {"ready": all(checks.values()), **checks}, status=200 if all(checks.values()) else 503
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -154,7 +160,9 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 def build_app(node: Node, verifier: TokenVerifier, *, dev_secret: str | None) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=256 * 1024)
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware], client_max_size=256 * 1024
+    )
     app[NODE] = node
     app[VERIFIER] = verifier
     app.router.add_get("/ws", websocket)

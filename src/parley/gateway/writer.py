@@ -4,7 +4,7 @@ Server-to-client WebSocket frames are never masked, so a frame's bytes are the
 same for every recipient: the hub encodes a message's frame once and every
 session queues the same `bytes` object. Each loop turn, the Flusher joins each
 dirty session's queue and writes it in one call, which is where Python and
-the kernel spend per call (DESIGN-NOTES: 4–16 frames per write reach 0.5–2 M
+the kernel spend per call (DESIGN-NOTES: 4 to 16 frames per write reach 0.5 to 2 M
 frames/s on one core, against ≈4.7 µs per single-frame write).
 
 The queue is bounded in bytes, counting what the transport still holds: a

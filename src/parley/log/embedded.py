@@ -219,7 +219,9 @@ class _EmbeddedTail(TailReader):
                 starts[i] = part.next_offset
             else:
                 idx = part.index_for_time(self._since)
-                starts[i] = part.records[idx].offset if idx < len(part.records) else part.next_offset
+                starts[i] = (
+                    part.records[idx].offset if idx < len(part.records) else part.next_offset
+                )
                 backlog.extend(part.records[idx:])
         self._running = True
         self._topic.readers.append(self)

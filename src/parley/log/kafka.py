@@ -27,7 +27,8 @@ from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from parley.log.base import (
     BatchHandler,
@@ -53,7 +54,9 @@ def _to_records(messages: list[Any]) -> list[LogRecord]:
                 logger.warning("kafka read error: %s", m.error())
             continue
         out.append(
-            LogRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"", m.timestamp()[1])
+            LogRecord(
+                m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"", m.timestamp()[1]
+            )
         )
     return out
 
@@ -117,7 +120,12 @@ class KafkaLog(Log):
     def _on_delivery(self, future: asyncio.Future[Delivered], err: Any, msg: Any) -> None:
         # Runs in the poller thread, inside poll(): only collect.
         self._reports.append(
-            (future, err, msg.partition() if err is None else -1, msg.offset() if err is None else -1)
+            (
+                future,
+                err,
+                msg.partition() if err is None else -1,
+                msg.offset() if err is None else -1,
+            )
         )
 
     @staticmethod
@@ -149,7 +157,14 @@ class KafkaLog(Log):
             if rf >= 3:
                 config["min.insync.replicas"] = "2"
             futures = self._admin.create_topics(
-                [NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=rf, config=config)]
+                [
+                    NewTopic(
+                        spec.name,
+                        num_partitions=spec.partitions,
+                        replication_factor=rf,
+                        config=config,
+                    )
+                ]
             )
             for fut in futures.values():
                 try:
@@ -175,7 +190,11 @@ class KafkaLog(Log):
         future: asyncio.Future[Delivered] = loop.create_future()
         try:
             self._producer.produce(
-                topic, value, key.encode(), partition=partition, on_delivery=partial(self._on_delivery, future)
+                topic,
+                value,
+                key.encode(),
+                partition=partition,
+                on_delivery=partial(self._on_delivery, future),
             )
         except BufferError:
             raise LogUnavailable("the Kafka producer queue is full") from None
@@ -235,7 +254,7 @@ class _KafkaTail(TailReader):
         partitions = sorted(md.topics[self._topic].partitions)
         starts: dict[int, int] = {}
         for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10)
+            _low, high = consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10)
             self._ends[p] = high
             starts[p] = high
         if self._since is not None:
@@ -323,7 +342,7 @@ class _KafkaGroup(GroupConsumer):
         total = 0
         try:
             for tp in self._consumer.position(self._consumer.assignment()):
-                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
                 if high >= 0 and tp.offset >= 0:
                     total += max(0, high - tp.offset)
         except KafkaException:

@@ -98,9 +98,7 @@ def ack_body(msg: ChatMessage) -> dict[str, Any]:
     }
 
 
-def history_frame(
-    room: str, messages: list[ChatMessage], has_more: bool, ref: str | None
-) -> bytes:
+def history_frame(room: str, messages: list[ChatMessage], has_more: bool, ref: str | None) -> bytes:
     return encode(
         with_ref(
             {

@@ -39,7 +39,12 @@ def split_statements(sql: str) -> list[str]:
 
 def _message(row: Row) -> ChatMessage:
     return ChatMessage(
-        room=row[0], id=row[1], seq=int(row[2]), sender=row[3], body=row[4], ts_ms=int(row[5]),
+        room=row[0],
+        id=row[1],
+        seq=int(row[2]),
+        sender=row[3],
+        body=row[4],
+        ts_ms=int(row[5]),
         client_id=row[6],
     )
 
@@ -68,7 +73,8 @@ class SqlStore(Store):
         changed = await self._transaction(
             [
                 (
-                    "INSERT INTO rooms (id, name, owner, kind, created_ms) VALUES (?, ?, ?, 'group', ?)"
+                    "INSERT INTO rooms (id, name, owner, kind, created_ms)"
+                    " VALUES (?, ?, ?, 'group', ?)"
                     " ON CONFLICT DO NOTHING",
                     [(room_id, name, owner, now)],
                 ),
@@ -109,9 +115,7 @@ class SqlStore(Store):
         return frozenset(r[0] for r in rows if r[0] is not None)
 
     async def rooms_of(self, user: str) -> list[Room]:
-        return await self._rooms(
-            "r.id IN (SELECT room_id FROM members WHERE user_id = ?)", user
-        )
+        return await self._rooms("r.id IN (SELECT room_id FROM members WHERE user_id = ?)", user)
 
     async def add_member(self, room_id: str, user: str) -> bool:
         changed = await self._transaction(
@@ -146,7 +150,8 @@ class SqlStore(Store):
             now = int(time.time() * 1000)
             statements.append(
                 (
-                    "INSERT INTO rooms (id, name, owner, kind, created_ms) VALUES (?, ?, NULL, 'dm', ?)"
+                    "INSERT INTO rooms (id, name, owner, kind, created_ms)"
+                    " VALUES (?, ?, NULL, 'dm', ?)"
                     " ON CONFLICT DO NOTHING",
                     [(room, room, now) for room in pairs],
                 )
@@ -171,7 +176,9 @@ class SqlStore(Store):
         rows = await self._fetch(
             f"SELECT {_MSG_COLUMNS} FROM messages WHERE room_id = ? AND seq < ?"
             " ORDER BY seq DESC LIMIT ?",
-            room_id, bound, limit,
+            room_id,
+            bound,
+            limit,
         )
         return [_message(r) for r in reversed(rows)]
 
@@ -182,7 +189,10 @@ class SqlStore(Store):
         rows = await self._fetch(
             f"SELECT {_MSG_COLUMNS} FROM messages WHERE room_id = ? AND seq > ? AND seq < ?"
             " ORDER BY seq DESC LIMIT ?",
-            room_id, after, bound, limit,
+            room_id,
+            after,
+            bound,
+            limit,
         )
         return [_message(r) for r in reversed(rows)]
 

@@ -47,18 +47,19 @@ class SqliteStore(SqlStore):
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS parley_schema (version INTEGER PRIMARY KEY)"
-            )
+            conn.execute("CREATE TABLE IF NOT EXISTS parley_schema (version INTEGER PRIMARY KEY)")
             done = {r[0] for r in conn.execute("SELECT version FROM parley_schema")}
             for version, sql in migrations():
                 if version in done:
                     continue
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    if conn.execute(
-                        "SELECT 1 FROM parley_schema WHERE version = ?", (version,)
-                    ).fetchone() is None:
+                    if (
+                        conn.execute(
+                            "SELECT 1 FROM parley_schema WHERE version = ?", (version,)
+                        ).fetchone()
+                        is None
+                    ):
                         for statement in split_statements(sql):
                             conn.execute(statement)
                         conn.execute("INSERT INTO parley_schema VALUES (?)", (version,))

@@ -17,7 +17,6 @@ from parley.metrics import Metrics
 from parley.storage.base import Store, StoreUnavailable
 from parley.workers.runner import run_worker
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -28,10 +27,16 @@ def persist_group(prefix: str) -> str:
 async def run_persist(
     log: Log, store: Store, prefix: str, stop: asyncio.Event, metrics: Metrics | None = None
 ) -> None:
-    written = metrics.counter("parley_persisted_total", "messages written to the database") if metrics else None
+    written = (
+        metrics.counter("parley_persisted_total", "messages written to the database")
+        if metrics
+        else None
+    )
     consumer = log.group(messages_topic(prefix), persist_group(prefix))
     if metrics is not None:
-        metrics.gauge("parley_persist_lag", "records the persistence worker has not read", consumer.lag)
+        metrics.gauge(
+            "parley_persist_lag", "records the persistence worker has not read", consumer.lag
+        )
 
     async def handle(records: list[LogRecord]) -> None:
         messages = [m for m in (decode_message(r) for r in records) if m is not None]
@@ -39,7 +44,9 @@ async def run_persist(
         if written is not None:
             written.value += n
         logger.debug(
-            "persisted %d new of %d records (%s)", n, len(records),
+            "persisted %d new of %d records (%s)",
+            n,
+            len(records),
             ", ".join(f"{r.partition}:{r.offset}" for r in records[:1] + records[-1:]),
         )
 
