@@ -6,8 +6,14 @@
 #                                        every broker is registered, unfenced and
 #                                        serving; the LAST line of stdout is
 #                                        PARLEY_KAFKA_BOOTSTRAP=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
-#   scripts/kafka-cluster.sh stop [N]    stop all nodes (or node N) gracefully (SIGTERM,
-#                                        SIGKILL after a timeout)
+#   scripts/kafka-cluster.sh stop [N]    stop all nodes (or node N) gracefully: SIGTERM
+#                                        to all at once, SIGKILL whatever still runs
+#                                        after PARLEY_CLUSTER_STOP_TIMEOUT (20 s). A
+#                                        broker's controlled shutdown needs a controller
+#                                        quorum; once two of the three nodes are gone
+#                                        the last one can wait for it indefinitely, so
+#                                        a full stop usually takes 6-9 s and rarely
+#                                        ends in the SIGKILL.
 #   scripts/kafka-cluster.sh kill N      SIGKILL node N (a crash, no controlled shutdown)
 #   scripts/kafka-cluster.sh restart N   stop node N if it runs, start it again, wait
 #                                        until all three serve again
@@ -27,6 +33,7 @@
 #   PARLEY_CLUSTER_BROKER_PORT_BASE      default 19092 (node N gets base + N - 1)
 #   PARLEY_CLUSTER_CONTROLLER_PORT_BASE  default 19192
 #   PARLEY_CLUSTER_HEAP   heap per node (default 512m)
+#   PARLEY_KAFKA_LOG_LEVEL  log4j root level in node-N/logs/server.log (default WARN)
 set -euo pipefail
 
 PARLEY_LOG_TAG=kafka-cluster
@@ -199,7 +206,7 @@ cluster_stop() {  # cluster_stop [N]
     [ -z "${1:-}" ] || what="node $1"
     t0="$(date +%s%N)"
     log "stopping $what"
-    stop_pids "${PARLEY_CLUSTER_STOP_TIMEOUT:-30}" "${files[@]}"
+    stop_pids "${PARLEY_CLUSTER_STOP_TIMEOUT:-20}" "${files[@]}"
     log "stopped after $(elapsed_since "$t0")s"
 }
 

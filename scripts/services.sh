@@ -18,6 +18,8 @@
 #   PARLEY_KAFKA_CONTROLLER_PORT  KRaft controller port (default broker port + 1)
 #   PARLEY_KAFKA_HEAP     broker heap (default 768m)
 #   PARLEY_PG_PORT        PostgreSQL port (default 5432)
+#   PARLEY_KAFKA_LOG_LEVEL  log4j root level in kafka-<port>/logs/server.log (default WARN)
+#   PARLEY_KAFKA_START_TIMEOUT  seconds to wait for the broker (default 120)
 #
 # Layout under $PARLEY_SERVICES_DIR:
 #   kafka-<port>/          server.properties, log4j2.xml, kafka.pid, cluster.id,

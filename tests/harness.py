@@ -182,7 +182,11 @@ class WsClient:
         while True:
             for i in range(self._cursor, len(self.frames)):
                 f = self.frames[i]
-                if f.get("type") == type and all(f.get(k) == v for k, v in match.items()):
+                if (
+                    not f.get("_consumed")
+                    and f.get("type") == type
+                    and all(f.get(k) == v for k, v in match.items())
+                ):
                     self.frames[i] = {**f, "_consumed": True}
                     self._skip_consumed()
                     return f

@@ -132,11 +132,17 @@ class RawHub:
 
 
 TextHandler = Callable[[RawSession, str], None]
+EndHandler = Callable[[RawSession, web.Request], None]
 
 
-def make_app(hub: RawHub, on_text: TextHandler | None = None) -> web.Application:
+def make_app(
+    hub: RawHub,
+    on_text: TextHandler | None = None,
+    on_end: EndHandler | None = None,
+    compress: bool = False,
+) -> web.Application:
     async def ws_handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(compress=False, heartbeat=hub.heartbeat)
+        ws = web.WebSocketResponse(compress=compress, heartbeat=hub.heartbeat)
         await ws.prepare(request)
         # Only valid after prepare(): the 101 response is in the buffer before
         # any raw frame.  None if the peer vanished while prepare() drained.
@@ -151,6 +157,8 @@ def make_app(hub: RawHub, on_text: TextHandler | None = None) -> web.Application
                     on_text(session, msg.data)
         finally:
             hub.sessions.discard(session)
+            if on_end is not None:
+                on_end(session, request)
         return ws
 
     app = web.Application()

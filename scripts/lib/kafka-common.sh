@@ -44,25 +44,27 @@ kafka_version() {
 }
 
 # Make sure the broker's runtime classpath is in the cache; prints the libs dir.
-# Downloaded once (marker file), reused afterwards. A lock keeps concurrent
-# callers from downloading twice.
+# Downloaded once (marker file holding the POM's checksum, so that editing the
+# POM, e.g. the log4j version, refreshes it), reused afterwards. A lock keeps
+# concurrent callers from downloading twice.
 ensure_kafka_libs() {
-    local version base libs marker
+    local version base libs marker sum
     version="$(kafka_version)"
     base="$PARLEY_CACHE/kafka-$version"
     libs="$base/libs"
     marker="$base/.libs-complete"
-    if [ -f "$marker" ] && [ -d "$libs" ]; then
+    sum="$(cksum < "$PARLEY_KAFKA_POM" | cut -d' ' -f1)"
+    if [ -d "$libs" ] && [ "$(cat "$marker" 2>/dev/null)" = "$sum" ]; then
         printf '%s\n' "$libs"
         return 0
     fi
     mkdir -p "$base"
     (
         flock -w 600 8 || die "timed out waiting for the jar-cache lock $base/.lock"
-        if [ ! -f "$marker" ]; then
+        if [ "$(cat "$marker" 2>/dev/null)" != "$sum" ]; then
             ensure_maven
             log "downloading Apache Kafka $version jars into $libs (first time only)"
-            rm -rf "$libs.tmp" "$libs"
+            rm -rf "$libs.tmp"
             if ! mvn -B -q -Dstyle.color=never \
                 org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
                 -DincludeScope=runtime -DoutputDirectory="$libs.tmp" \
@@ -72,8 +74,10 @@ ensure_kafka_libs() {
             fi
             [ -f "$libs.tmp/kafka_2.13-$version.jar" ] \
                 || die "kafka_2.13-$version.jar missing after copy-dependencies"
+            rm -f "$marker"
+            rm -rf "$libs"
             mv "$libs.tmp" "$libs"
-            date -u +%FT%TZ > "$marker"
+            echo "$sum" > "$marker"
         fi
     ) 8>"$base/.lock" || exit 1
     printf '%s\n' "$libs"

@@ -1,0 +1,214 @@
+"""The hub: local sessions by room and user, fan-out exactly once per session.
+
+Sessions write through real SessionWriters to a fake transport, so what a
+test reads back is the bytes a socket would have been given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+
+from parley.gateway.hub import Hub
+from parley.gateway.session import Session
+from parley.gateway.writer import Flusher, SessionWriter
+from parley.protocol.messages import ChatMessage
+from tests.unit.fakes import FakeTransport
+
+_ids = itertools.count()
+
+
+@dataclass
+class Peer:
+    session: Session
+    transport: FakeTransport
+    closes: list[tuple[int, str]] = field(default_factory=list)
+
+    def seqs(self, room: str | None = None) -> list[int]:
+        return [
+            int(f["seq"])
+            for f in self.transport.frames()
+            if f["type"] == "message" and (room is None or f["room"] == room)
+        ]
+
+
+def peer(flusher: Flusher, user: str) -> Peer:
+    transport = FakeTransport()
+    closes: list[tuple[int, str]] = []
+    writer = SessionWriter(transport, flusher, 1 << 20, lambda: closes.append((1008, "slow")))
+    session = Session(
+        id=f"s{next(_ids)}",
+        user=user,
+        device=None,
+        writer=writer,
+        close=lambda code, reason: closes.append((code, reason)),
+    )
+    return Peer(session, transport, closes)
+
+
+def msg(room: str, seq: int, sender: str = "carol") -> ChatMessage:
+    return ChatMessage(room, f"0-{seq}", seq, sender, f"body {seq}", 1_764_136_800_000, f"c{seq}")
+
+
+def live(hub: Hub, p: Peer, room: str, last_seq: int = -1) -> None:
+    """Subscribe and finish joining at once (history up to `last_seq` was sent)."""
+    hub.join(p.session, room)
+    hub.finish_join(p.session, room, last_seq)
+
+
+async def turn() -> None:
+    await asyncio.sleep(0)  # the Flusher writes on the next loop turn
+
+
+async def test_a_message_goes_only_to_its_rooms_subscribers() -> None:
+    hub, flusher = Hub(), Flusher()
+    a, b = peer(flusher, "alice"), peer(flusher, "bob")
+    hub.add(a.session)
+    hub.add(b.session)
+    live(hub, a, "r")
+    live(hub, b, "s")
+    assert hub.deliver(msg("r", 1)) == 1
+    assert hub.deliver(msg("nobody-here", 2)) == 0
+    await turn()
+    assert a.seqs() == [1]
+    assert b.transport.writes == []
+    (frame,) = a.transport.frames()
+    assert frame == {
+        "type": "message",
+        "room": "r",
+        "id": "0-1",
+        "seq": 1,
+        "sender": "carol",
+        "body": "body 1",
+        "ts": "2025-11-26T06:00:00.000Z",
+        "client_id": "c1",
+    }
+
+
+async def test_each_message_exactly_once_per_session_by_last_seq() -> None:
+    hub, flusher = Hub(), Flusher()
+    a = peer(flusher, "alice")
+    live(hub, a, "r")
+    sent = [hub.deliver(msg("r", s)) for s in (1, 2, 2, 1, 5, 3, 5, 6)]
+    assert sent == [1, 1, 0, 0, 1, 0, 0, 1]
+    await turn()
+    assert a.seqs() == [1, 2, 5, 6]
+
+
+async def test_rooms_of_one_session_keep_their_own_seqs() -> None:
+    hub, flusher = Hub(), Flusher()
+    a = peer(flusher, "alice")
+    live(hub, a, "r")
+    live(hub, a, "s")
+    for m in (msg("r", 10), msg("s", 3), msg("r", 11), msg("s", 4), msg("s", 3)):
+        hub.deliver(m)
+    await turn()
+    assert a.seqs("r") == [10, 11]
+    assert a.seqs("s") == [3, 4]
+
+
+async def test_joining_buffer_is_flushed_past_the_history_without_gap_or_duplicate() -> None:
+    hub, flusher = Hub(), Flusher()
+    old, new = peer(flusher, "alice"), peer(flusher, "bob")
+    live(hub, old, "r", last_seq=2)
+    hub.join(new.session, "r")  # joining: its history (up to 4) is being read
+    for s in (3, 4, 5, 5, 6):
+        hub.deliver(msg("r", s))
+    await turn()
+    assert new.transport.writes == []  # nothing before the history reply
+    assert old.seqs() == [3, 4, 5, 6]
+
+    hub.finish_join(new.session, "r", 4)
+    hub.deliver(msg("r", 6))  # a re-read
+    hub.deliver(msg("r", 7))
+    await turn()
+    assert new.seqs() == [5, 6, 7]  # with the history's ..4: no gap, no duplicate
+    assert old.seqs() == [3, 4, 5, 6, 7]
+
+
+async def test_joining_buffer_flushed_whole_when_the_history_ends_before_it() -> None:
+    hub, flusher = Hub(), Flusher()
+    a = peer(flusher, "alice")
+    hub.join(a.session, "r")
+    for s in (8, 9, 12):
+        hub.deliver(msg("r", s))
+    hub.finish_join(a.session, "r", 5)
+    await turn()
+    assert a.seqs() == [8, 9, 12]
+
+
+async def test_joining_buffer_covered_by_the_history_is_dropped() -> None:
+    hub, flusher = Hub(), Flusher()
+    a = peer(flusher, "alice")
+    hub.join(a.session, "r")
+    for s in (3, 4):
+        hub.deliver(msg("r", s))
+    hub.finish_join(a.session, "r", 10)
+    hub.deliver(msg("r", 9))
+    hub.deliver(msg("r", 11))
+    await turn()
+    assert a.seqs() == [11]
+
+
+async def test_a_message_is_encoded_once_for_every_session() -> None:
+    hub, flusher = Hub(), Flusher()
+    peers = [peer(flusher, u) for u in ("alice", "bob", "carol")]
+    for p in peers:
+        live(hub, p, "r")
+    assert hub.deliver(msg("r", 1)) == 3
+    await turn()
+    first = peers[0].transport.writes[0]
+    assert all(p.transport.writes[0] is first for p in peers[1:])  # the same bytes object
+
+
+async def test_add_and_remove_tell_the_users_first_and_last_session() -> None:
+    hub, flusher = Hub(), Flusher()
+    one, two, bob = peer(flusher, "alice"), peer(flusher, "alice"), peer(flusher, "bob")
+    assert hub.add(one.session) is True
+    assert hub.add(two.session) is False
+    assert hub.add(bob.session) is True
+    assert set(hub.sessions_of("alice")) == {one.session, two.session}
+    assert sorted(hub.users()) == ["alice", "bob"]
+    live(hub, one, "r")
+    live(hub, one, "s")
+    assert hub.room_count() == 2
+
+    assert hub.remove(one.session) is False  # alice still has `two`
+    assert hub.room_count() == 0
+    assert list(hub.subscribers("r")) == []
+    assert one.session.subscriptions == {}
+    assert hub.remove(one.session) is False  # already gone
+    assert hub.remove(two.session) is True
+    assert list(hub.sessions_of("alice")) == []
+    assert hub.all_sessions() == [bob.session]
+
+
+async def test_leave_stops_delivery() -> None:
+    hub, flusher = Hub(), Flusher()
+    a, b = peer(flusher, "alice"), peer(flusher, "bob")
+    live(hub, a, "r")
+    live(hub, b, "r")
+    hub.deliver(msg("r", 1))
+    assert hub.leave(a.session, "r") is True
+    assert hub.leave(a.session, "r") is False
+    hub.deliver(msg("r", 2))
+    await turn()
+    assert a.seqs() == [1]
+    assert b.seqs() == [1, 2]
+    hub.finish_join(a.session, "r", 5)  # not subscribed: nothing happens
+    assert "r" not in a.session.subscriptions
+
+
+async def test_events_skip_their_user_and_joining_sessions() -> None:
+    hub, flusher = Hub(), Flusher()
+    alice, bob, carol = peer(flusher, "alice"), peer(flusher, "bob"), peer(flusher, "carol")
+    live(hub, alice, "r")
+    live(hub, bob, "r")
+    hub.join(carol.session, "r")
+    hub.broadcast_event("r", b'{"type":"typing","room":"r","user":"alice"}', "alice")
+    hub.broadcast_event("empty", b"{}", None)
+    await turn()
+    assert alice.transport.writes == []
+    assert carol.transport.writes == []
+    assert bob.transport.frames() == [{"type": "typing", "room": "r", "user": "alice"}]

@@ -1,0 +1,98 @@
+"""What a node has read of each room: the window, its coverage, the first of each send."""
+
+from __future__ import annotations
+
+from parley.gateway.roomlog import RoomLogs
+from parley.protocol.messages import ChatMessage
+
+
+def msg(
+    seq: int, client_id: str | None = None, sender: str = "alice", room: str = "r"
+) -> ChatMessage:
+    return ChatMessage(
+        room, f"0-{seq}", seq, sender, f"b{seq}", 1_000_000 + seq, client_id or f"c{seq}"
+    )
+
+
+def window(logs: RoomLogs, room: str = "r") -> list[int]:
+    state = logs.get(room)
+    assert state is not None
+    return [m.seq for m in state.window]
+
+
+def test_the_first_record_of_a_send_wins() -> None:
+    logs = RoomLogs(window_size=100)
+    first = msg(5, "same")
+    assert logs.add(first, 0) == (first, True)
+    assert logs.add(msg(8, "same"), 0) == (first, False)  # the retry stands for the first
+    assert logs.add(msg(9, "same", sender="bob"), 0)[1] is True  # another sender's id
+    assert logs.add(msg(10, "same", room="s"), 0)[1] is True  # another room
+    assert window(logs) == [5, 9]
+    state = logs.get("r")
+    assert state is not None and state.head == 9
+    assert logs.pairs == 3
+
+
+def test_a_re_read_record_is_never_new() -> None:
+    logs = RoomLogs(window_size=100)
+    for s in (1, 2, 3):
+        assert logs.add(msg(s), 0)[1] is True
+    again = msg(2)
+    assert logs.add(again, 0) == (msg(2), False)
+    # Not above the head and never seen (read before this node started): not new either.
+    stranger = msg(0, "unknown")
+    assert logs.add(stranger, 0) == (stranger, False)
+    assert window(logs) == [1, 2, 3]
+    assert logs.pairs == 3
+
+
+def test_coverage_starts_at_the_partitions_start_offset() -> None:
+    logs = RoomLogs(window_size=10)
+    logs.set_partition_start(0, 40)
+    assert logs.room("r", 0).coverage == 40
+    assert logs.room("other", 1).coverage == 0  # partition without a known start
+    assert logs.get("never") is None
+
+
+def test_window_eviction_moves_coverage() -> None:
+    logs = RoomLogs(window_size=3)
+    logs.set_partition_start(0, 10)
+    for s in (11, 13, 14):
+        logs.add(msg(s), 0)
+    state = logs.get("r")
+    assert state is not None
+    assert (state.coverage, window(logs)) == (10, [11, 13, 14])
+    logs.add(msg(17), 0)
+    assert (state.coverage, window(logs)) == (12, [13, 14, 17])
+    logs.add(msg(18, "c13"), 0)  # a retry: not in the window, evicts nothing
+    assert (state.coverage, window(logs)) == (12, [13, 14, 17])
+    logs.add(msg(20), 0)
+    assert (state.coverage, window(logs)) == (14, [14, 17, 20])
+    # Everything at or above coverage is in the window.
+    assert all(m.seq >= state.coverage for m in state.window)
+
+
+def test_after_and_before_read_the_window() -> None:
+    logs = RoomLogs(window_size=10)
+    for s in (2, 4, 6, 8):
+        logs.add(msg(s), 0)
+    state = logs.get("r")
+    assert state is not None
+    assert [m.seq for m in state.after(4)] == [6, 8]
+    assert [m.seq for m in state.after(-1)] == [2, 4, 6, 8]
+    assert state.after(8) == []
+    assert state.after(100) == []
+    assert [m.seq for m in state.before(6)] == [2, 4]
+    assert [m.seq for m in state.before(None)] == [2, 4, 6, 8]
+    assert state.before(2) == []
+
+
+def test_expire_forgets_old_pairs_only() -> None:
+    logs = RoomLogs(window_size=10)
+    for s in (1, 2, 3):
+        logs.add(msg(s), 0)
+    assert logs.expire(older_than_ms=1_000_000 + 3) == 2  # ts of seqs 1 and 2
+    assert logs.pairs == 1
+    assert logs.add(msg(9, "c3"), 0)[1] is False  # still known
+    assert logs.add(msg(10, "c1"), 0)[1] is True  # forgotten: a send of its own now
+    assert dict(logs).keys() == {"r"}

@@ -1,0 +1,108 @@
+"""WebSocket text frames, and the per-session queue written once per loop turn."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from parley.gateway.writer import Flusher, SessionWriter, text_frame
+from tests.unit.fakes import FakeTransport, read_frames
+
+
+@pytest.mark.parametrize(
+    ("size", "header"),
+    [
+        (0, b"\x81\x00"),
+        (1, b"\x81\x01"),
+        (125, b"\x81\x7d"),
+        (126, b"\x81\x7e\x00\x7e"),
+        (65535, b"\x81\x7e\xff\xff"),
+        (65536, b"\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+        (70000, b"\x81\x7f" + (70000).to_bytes(8, "big")),
+    ],
+)
+def test_text_frame_header(size: int, header: bytes) -> None:
+    payload = bytes(i % 251 for i in range(size))
+    frame = text_frame(payload)
+    assert frame[: len(header)] == header
+    assert frame[len(header) :] == payload
+    assert read_frames(frame) == [payload]
+
+
+def test_frames_read_back_in_sequence() -> None:
+    payloads = [b"", b"a" * 125, b"b" * 126, b"c" * 65535, b"d" * 65536]
+    assert read_frames(b"".join(text_frame(p) for p in payloads)) == payloads
+
+
+class Overflows:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+async def test_frames_of_one_turn_go_out_in_one_write() -> None:
+    transport = FakeTransport()
+    writer = SessionWriter(transport, Flusher(), 1 << 20, Overflows())
+    frames = [text_frame(b'{"n":%d}' % i) for i in range(3)]
+    for f in frames:
+        writer.send_frame(f)
+    assert transport.writes == []  # nothing is written before the loop turns
+    await asyncio.sleep(0)
+    assert transport.writes == [b"".join(frames)]
+    writer.send_frame(frames[0])
+    await asyncio.sleep(0)
+    assert transport.writes[1] is frames[0]  # a lone frame is written as it is
+    writer.send_json(b'{"x":1}')
+    await asyncio.sleep(0)
+    assert transport.writes[2] == text_frame(b'{"x":1}')
+
+
+async def test_one_flusher_serves_every_writer_of_the_turn() -> None:
+    flusher = Flusher()
+    transports = [FakeTransport() for _ in range(3)]
+    writers = [SessionWriter(t, flusher, 1 << 20, Overflows()) for t in transports]
+    for i, w in enumerate(writers):
+        w.send_json(b"%d" % i)
+        w.send_json(b"again")
+    await asyncio.sleep(0)
+    for i, t in enumerate(transports):
+        assert len(t.writes) == 1
+        assert read_frames(t.writes[0]) == [b"%d" % i, b"again"]
+
+
+async def test_a_reader_that_falls_behind_is_cut_off() -> None:
+    transport = FakeTransport(buffered=900)
+    overflow = Overflows()
+    writer = SessionWriter(transport, Flusher(), 1000, overflow)
+    writer.send_frame(b"x" * 90)  # 990 with what the transport holds: fine
+    assert (overflow.count, writer.closed) == (0, False)
+    writer.send_frame(b"y" * 20)  # 1010: over
+    assert (overflow.count, writer.closed) == (1, True)
+    writer.send_frame(b"z")
+    await asyncio.sleep(0)
+    assert overflow.count == 1
+    assert transport.writes == []  # what was queued is dropped: the client resumes with since
+
+
+async def test_nothing_is_written_to_a_closing_transport() -> None:
+    transport = FakeTransport()
+    writer = SessionWriter(transport, Flusher(), 1 << 20, Overflows())
+    writer.send_json(b"{}")
+    transport.closing = True
+    await asyncio.sleep(0)
+    assert transport.writes == []
+
+
+async def test_close_flushes_what_is_queued_then_stops() -> None:
+    transport = FakeTransport()
+    writer = SessionWriter(transport, Flusher(), 1 << 20, Overflows())
+    writer.send_json(b'"last"')
+    writer.close()
+    assert read_frames(b"".join(transport.writes)) == [b'"last"']
+    assert writer.closed
+    writer.send_json(b'"after"')
+    await asyncio.sleep(0)
+    assert read_frames(b"".join(transport.writes)) == [b'"last"']
