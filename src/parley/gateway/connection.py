@@ -31,7 +31,7 @@ from parley.protocol.frames import (
     parse_client_frame,
 )
 from parley.protocol.messages import (
-    ChatMessage,
+    Ack,
     ack_frame,
     encode,
     error_frame,
@@ -151,7 +151,7 @@ class Connection:
                     return
                 writer = session.writer
 
-                def on_ack(msg: ChatMessage, ref: str | None = ref) -> None:
+                def on_ack(msg: Ack, ref: str | None = ref) -> None:
                     writer.send_json(ack_frame(msg, ref))
 
                 def on_error(code: ErrorCode, message: str, ref: str | None = ref) -> None:

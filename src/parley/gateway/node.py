@@ -47,7 +47,7 @@ from parley.log.records import (
 )
 from parley.metrics import Metrics
 from parley.protocol.codes import CloseCode, ErrorCode
-from parley.protocol.messages import ChatMessage, encode, error_frame, history_frame, with_ref
+from parley.protocol.messages import Ack, ChatMessage, encode, error_frame, history_frame, with_ref
 from parley.storage.base import Room, RoomSummary, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class NotMember(Exception):
 
 @dataclass(slots=True)
 class AckWaiter:
-    on_ack: Callable[[ChatMessage], None]
+    on_ack: Callable[[Ack], None]
     on_error: Callable[[ErrorCode, str], None]
 
 
@@ -197,9 +197,9 @@ class Node:
             if new:
                 self._c_read.value += 1
                 self._c_frames.value += hub.deliver(msg)
-            elif first is not msg:
+            elif first.seq != msg.seq:
                 self._c_dup.value += 1
-            waiters = self._pending.pop((first.room, first.sender, first.client_id), None)
+            waiters = self._pending.pop((msg.room, msg.sender, msg.client_id), None)
             if waiters:
                 for waiter in waiters:
                     waiter.on_ack(first)
@@ -432,11 +432,11 @@ class Node:
                     ErrorCode.INTERNAL, "the log is unavailable; retry with the same client_id"
                 )
 
-    async def send_and_wait(self, user: str, room: str, client_id: str, body: str) -> ChatMessage:
+    async def send_and_wait(self, user: str, room: str, client_id: str, body: str) -> Ack:
         """The REST flavour of send: wait for the ack (raises SendFailed)."""
-        future: asyncio.Future[ChatMessage] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
 
-        def on_ack(msg: ChatMessage) -> None:
+        def on_ack(msg: Ack) -> None:
             if not future.done():
                 future.set_result(msg)
 

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from parley.protocol.messages import ChatMessage
+from parley.protocol.messages import Ack, ChatMessage
 
 PairKey = tuple[str, str]  # (sender, client_id)
 
@@ -28,7 +28,7 @@ class RoomLog:
     coverage: int
     head: int = -1
     window: deque[ChatMessage] = field(default_factory=deque)
-    seen: dict[PairKey, ChatMessage] = field(default_factory=dict)
+    seen: dict[PairKey, Ack] = field(default_factory=dict)
 
     def after(self, seq: int) -> list[ChatMessage]:
         """Window messages with seq > `seq`, oldest first."""
@@ -62,7 +62,7 @@ class RoomLogs:
             self._rooms[room] = state
         return state
 
-    def add(self, msg: ChatMessage, partition: int) -> tuple[ChatMessage, bool]:
+    def add(self, msg: ChatMessage, partition: int) -> tuple[Ack, bool]:
         """Record one message read from the log.
 
         Returns the message that stands for its (sender, client_id) — itself, or
@@ -70,21 +70,20 @@ class RoomLogs:
         A re-read record (seq not above head) is never new.
         """
         state = self.room(msg.room, partition)
-        if msg.seq <= state.head:
-            first = state.seen.get((msg.sender, msg.client_id))
-            return (first or msg), False
-        state.head = msg.seq
         key = (msg.sender, msg.client_id)
         first = state.seen.get(key)
+        if msg.seq <= state.head:
+            return (first or msg.ack()), False
+        state.head = msg.seq
         if first is not None:
             return first, False
-        state.seen[key] = msg
+        ack = state.seen[key] = msg.ack()
         self.pairs += 1
         state.window.append(msg)
         if len(state.window) > self._window_size:
             dropped = state.window.popleft()
             state.coverage = dropped.seq + 1
-        return msg, True
+        return ack, True
 
     def expire(self, older_than_ms: int) -> int:
         """Forget idempotency pairs older than the window; returns how many."""

@@ -26,6 +26,21 @@ def message_id(partition: int, offset: int) -> str:
     return f"{partition}-{offset}"
 
 
+@dataclass(slots=True, frozen=True)
+class Ack:
+    """What answers a send: enough to rebuild the `ack`, without the body.
+
+    The idempotency map keeps one per message over its whole window, so it
+    holds no body.
+    """
+
+    room: str
+    client_id: str
+    id: str
+    seq: int
+    ts_ms: int
+
+
 @dataclass(slots=True)
 class ChatMessage:
     room: str
@@ -47,6 +62,9 @@ class ChatMessage:
             "ts": format_ts(self.ts_ms),
             "client_id": self.client_id,
         }
+
+    def ack(self) -> Ack:
+        return Ack(self.room, self.client_id, self.id, self.seq, self.ts_ms)
 
     def frame_json(self) -> bytes:
         """The `message` frame's JSON, encoded on first use and shared after."""
@@ -71,31 +89,19 @@ def error_frame(code: ErrorCode, message: str, ref: str | None = None) -> bytes:
     return encode(with_ref({"type": "error", "code": str(code), "message": message}, ref))
 
 
-def ack_frame(msg: ChatMessage, ref: str | None) -> bytes:
-    return encode(
-        with_ref(
-            {
-                "type": "ack",
-                "room": msg.room,
-                "client_id": msg.client_id,
-                "id": msg.id,
-                "seq": msg.seq,
-                "ts": format_ts(msg.ts_ms),
-            },
-            ref,
-        )
-    )
-
-
-def ack_body(msg: ChatMessage) -> dict[str, Any]:
-    """The ack as the REST API answers it (no `type`)."""
+def ack_body(ack: Ack) -> dict[str, Any]:
+    """The ack as the REST API answers it (the frame adds `type` and `ref`)."""
     return {
-        "room": msg.room,
-        "client_id": msg.client_id,
-        "id": msg.id,
-        "seq": msg.seq,
-        "ts": format_ts(msg.ts_ms),
+        "room": ack.room,
+        "client_id": ack.client_id,
+        "id": ack.id,
+        "seq": ack.seq,
+        "ts": format_ts(ack.ts_ms),
     }
+
+
+def ack_frame(ack: Ack, ref: str | None) -> bytes:
+    return encode(with_ref({"type": "ack", **ack_body(ack)}, ref))
 
 
 def history_frame(room: str, messages: list[ChatMessage], has_more: bool, ref: str | None) -> bytes:
