@@ -73,7 +73,15 @@ class TokenVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._keys:
             raise InvalidToken("token algorithm not accepted")
-        options: dict[str, object] = {"require": ["exp", "sub"], "verify_iat": False}
+        # Signature, iss and aud by PyJWT; exp and nbf against the injected clock
+        # (PyJWT only knows the wall clock). aud is checked only when configured.
+        options: dict[str, object] = {
+            "require": ["exp", "sub"],
+            "verify_iat": False,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_aud": self._config.audience is not None,
+        }
         try:
             claims = jwt.decode(
                 token,
@@ -81,13 +89,8 @@ class TokenVerifier:
                 algorithms=[alg],
                 issuer=self._config.issuer,
                 audience=self._config.audience,
-                leeway=self._config.leeway_s,
                 options=options,  # type: ignore[arg-type]
             )
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise InvalidToken("token not yet valid") from None
         except jwt.InvalidAudienceError:
             raise InvalidToken("token audience not accepted") from None
         except jwt.InvalidIssuerError:
@@ -96,14 +99,27 @@ class TokenVerifier:
             raise InvalidToken("token signature invalid") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
+        now = self._clock()
+        leeway = self._config.leeway_s
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            raise InvalidToken("token exp is not a number")
+        if now >= exp + leeway:
+            raise InvalidToken("token expired")
+        if nbf is not None:
+            if not _is_number(nbf):
+                raise InvalidToken("token nbf is not a number")
+            if now < float(nbf) - leeway:
+                raise InvalidToken("token not yet valid")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not is_user_id(sub):
             raise InvalidToken("token subject is not a valid user id")
-        exp = claims["exp"]
-        if not isinstance(exp, int | float):
-            raise InvalidToken("token exp is not a number")
         name = claims.get("name")
         return Identity(sub, name if isinstance(name, str) else None, int(exp))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def issue_token(

@@ -13,7 +13,8 @@ from typing import Any
 
 import asyncpg
 
-from parley.storage.base import StoreUnavailable
+from parley.protocol.messages import ChatMessage
+from parley.storage.base import StoreError, StoreUnavailable
 from parley.storage.sql import Row, SqlStore, Statement, migrations, split_statements
 
 _MIGRATION_LOCK = 0x5A11E7  # pg_advisory_xact_lock key: one migrator at a time
@@ -26,6 +27,8 @@ def to_dollar(query: str) -> str:
 
 
 _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# A constraint the caller broke: retrying cannot help.
+_INTEGRITY = asyncpg.IntegrityConstraintViolationError
 
 
 class PostgresStore(SqlStore):
@@ -102,9 +105,38 @@ class PostgresStore(SqlStore):
                     await tx.rollback()
                     raise
                 await tx.commit()
+        except _INTEGRITY as exc:
+            raise StoreError(f"postgres: {exc}") from exc
         except _ERRORS as exc:
             raise StoreUnavailable(f"postgres: {exc}") from exc
         return changed
+
+    async def save_messages(self, messages: Sequence[ChatMessage]) -> int:
+        """One INSERT … SELECT FROM unnest(…) per batch: a round trip per batch, not per row.
+
+        unnest keeps the array order, so rows are inserted in (room, seq)
+        order and the first record of a retried send is the one kept.
+        """
+        if not messages:
+            return 0
+        statements = self._save_statements(messages)
+        _, rows = statements[0]
+        columns = list(zip(*rows, strict=True))
+        insert = (
+            "INSERT INTO messages (room_id, id, seq, sender, body, ts_ms, client_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],"
+            " $5::text[], $6::bigint[], $7::text[]) ON CONFLICT DO NOTHING"
+        )
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not started")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                status = await conn.execute(insert, *[list(c) for c in columns])
+                for query, args in statements[1:]:
+                    await conn.executemany(to_dollar(query), args)
+        except _ERRORS as exc:
+            raise StoreUnavailable(f"postgres: {exc}") from exc
+        return int(status.rsplit(" ", 1)[-1])
 
     @staticmethod
     async def _execute_many(conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> int:

@@ -93,12 +93,14 @@ class SqlStore(Store):
     async def _rooms(self, where: str, *args: Any) -> list[Room]:
         rows = await self._fetch(
             "SELECT r.id, r.name, r.owner, r.kind, m.user_id FROM rooms r"
-            f" JOIN members m ON m.room_id = r.id WHERE {where} ORDER BY r.id, m.user_id",
+            f" LEFT JOIN members m ON m.room_id = r.id WHERE {where} ORDER BY r.id, m.user_id",
             *args,
         )
         rooms: dict[str, tuple[Row, list[str]]] = {}
         for row in rows:
-            rooms.setdefault(row[0], (row, []))[1].append(row[4])
+            members = rooms.setdefault(row[0], (row, []))[1]
+            if row[4] is not None:
+                members.append(row[4])
         return [Room(r[0], r[1], r[2], r[3], tuple(m)) for r, m in rooms.values()]
 
     async def get_room(self, room_id: str) -> Room | None:

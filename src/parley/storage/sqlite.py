@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from parley.storage.base import StoreUnavailable
+from parley.storage.base import StoreError, StoreUnavailable
 from parley.storage.sql import Row, SqlStore, Statement, migrations, split_statements
 
 T = TypeVar("T")
@@ -32,11 +32,15 @@ class SqliteStore(SqlStore):
                 raise StoreUnavailable("the SQLite store is not started")
             try:
                 return fn(self._conn)
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"sqlite: {exc}") from exc
             except sqlite3.OperationalError as exc:
-                self._conn.rollback()
                 raise StoreUnavailable(f"sqlite: {exc}") from exc
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except RuntimeError as exc:  # the executor is shut down: the store is stopped
+            raise StoreUnavailable("the SQLite store is stopped") from exc
 
     async def start(self) -> None:
         def open_and_migrate() -> None:
