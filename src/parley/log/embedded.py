@@ -16,6 +16,7 @@ import contextlib
 import json
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,13 +36,25 @@ EPHEMERAL_KEEP = 10_000
 
 
 class _Partition:
-    __slots__ = ("file", "next_offset", "records", "timestamps")
+    """One partition: `records` from `records[0].offset` to `next_offset`, contiguous.
+
+    `end` is the offset below which records are handed on (written, for a
+    durable topic): readers and groups never see past it.
+    """
+
+    __slots__ = ("end", "file", "next_offset", "records", "timestamps")
 
     def __init__(self) -> None:
         self.records: list[LogRecord] = []
         self.timestamps: list[int] = []
         self.next_offset = 0
+        self.end = 0
         self.file: BinaryIO | None = None
+
+    def between(self, start: int, stop: int) -> list[LogRecord]:
+        if start >= stop:
+            return []
+        return self.records[self.offset_index(start) : self.offset_index(stop)]
 
     def offset_index(self, offset: int) -> int:
         """Index in `records` of the first record at or after `offset`."""
@@ -69,6 +82,8 @@ class EmbeddedLog(Log):
         self._unflushed: list[tuple[_Topic, LogRecord, asyncio.Future[Delivered]]] = []
         self._flush_scheduled = False
         self._closed = False
+        # File writes happen here, never on the event loop; one thread keeps them in order.
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="embedded-log")
         self._offsets_file = data_dir / "group-offsets.json" if data_dir else None
         self.group_offsets: dict[str, dict[str, dict[int, int]]] = {}
 
@@ -83,8 +98,15 @@ class EmbeddedLog(Log):
                 }
 
     async def stop(self) -> None:
+        if self._closed:
+            return
         self._flush()
         self._closed = True
+        # Wait for the writes in flight, then close the files on the same thread.
+        await asyncio.get_running_loop().run_in_executor(self._io, self._close_files)
+        self._io.shutdown(wait=True)
+
+    def _close_files(self) -> None:
         for topic in self._topics.values():
             for part in topic.partitions:
                 if part.file is not None:
@@ -94,6 +116,11 @@ class EmbeddedLog(Log):
     async def ensure_topic(self, spec: TopicSpec) -> int:
         topic = self._topics.get(spec.name)
         if topic is None:
+            if spec.durable and self._dir is not None:
+                # Like Kafka: an existing topic keeps its partition count.
+                existing = len(list(self._dir.glob(f"{spec.name}-*.log")))
+                if existing:
+                    spec = TopicSpec(spec.name, existing, spec.retention_ms, spec.durable)
             topic = _Topic(spec)
             self._topics[spec.name] = topic
             if spec.durable and self._dir is not None:
@@ -119,7 +146,7 @@ class EmbeddedLog(Log):
             value = data[pos + _HEADER.size + klen : end]
             part.records.append(LogRecord(name, index, offset, key, value, ts))
             part.timestamps.append(ts)
-            part.next_offset = offset + 1
+            part.next_offset = part.end = offset + 1
             pos = good = end
         if good < len(data):
             with path.open("r+b") as f:
@@ -151,35 +178,57 @@ class EmbeddedLog(Log):
         return future
 
     def _flush(self) -> None:
-        """Write every record appended this loop turn, then hand them on."""
+        """Hand this loop turn's records to the writer thread, in one write per file.
+
+        Records of durable topics are handed on (futures, readers) once their
+        write is done, like `acks=all`; a single writer thread keeps batches in
+        order. Ephemeral records are handed on at once.
+        """
         self._flush_scheduled = False
         batch, self._unflushed = self._unflushed, []
         if not batch:
             return
-        chunks: dict[int, list[bytes]] = {}
-        files: dict[int, BinaryIO] = {}
-        for t, rec, _ in batch:
+        durable = [item for item in batch if item[0].spec.durable]
+        ephemeral = [item for item in batch if not item[0].spec.durable]
+        if ephemeral:
+            self._hand_on(ephemeral)
+        if not durable:
+            return
+        chunks: dict[int, tuple[BinaryIO, list[bytes]]] = {}
+        for t, rec, _ in durable:
             f = t.partitions[rec.partition].file
             if f is not None:
                 key = rec.key or b""
-                chunks.setdefault(id(f), []).append(
+                chunks.setdefault(id(f), (f, []))[1].append(
                     _HEADER.pack(rec.offset, rec.timestamp_ms, len(key), len(rec.value))
                     + key
                     + rec.value
                 )
-                files[id(f)] = f
-        for fid, parts in chunks.items():
-            files[fid].write(b"".join(parts))
-            files[fid].flush()
-        by_topic: dict[str, list[LogRecord]] = {}
+        if not chunks:
+            self._hand_on(durable)
+            return
+        written = asyncio.get_running_loop().run_in_executor(
+            self._io, self._write, list(chunks.values())
+        )
+        written.add_done_callback(lambda _: self._hand_on(durable))
+
+    @staticmethod
+    def _write(chunks: list[tuple[BinaryIO, list[bytes]]]) -> None:
+        for f, parts in chunks:
+            f.write(b"".join(parts))
+            f.flush()
+
+    def _hand_on(self, batch: list[tuple[_Topic, LogRecord, asyncio.Future[Delivered]]]) -> None:
+        topics: dict[str, _Topic] = {}
         for t, rec, fut in batch:
+            part = t.partitions[rec.partition]
+            part.end = max(part.end, rec.offset + 1)
             if not fut.done():
                 fut.set_result(Delivered(rec.partition, rec.offset))
-            by_topic.setdefault(t.spec.name, []).append(rec)
-        for name, records in by_topic.items():
-            t = self._topics[name]
+            topics[t.spec.name] = t
+        for t in topics.values():
             for reader in t.readers:
-                reader.offer(records)
+                reader.pump()
             for event in t.waiters:
                 event.set()
 
@@ -192,14 +241,21 @@ class EmbeddedLog(Log):
     async def ping(self) -> bool:
         return not self._closed
 
-    def save_group_offsets(self) -> None:
+    async def save_group_offsets(self) -> None:
         if self._offsets_file is not None:
-            tmp = self._offsets_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.group_offsets))
-            tmp.replace(self._offsets_file)
+            path, data = self._offsets_file, json.dumps(self.group_offsets)
+
+            def save() -> None:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(data)
+                tmp.replace(path)
+
+            await asyncio.get_running_loop().run_in_executor(self._io, save)
 
 
 class _EmbeddedTail(TailReader):
+    """Hands over each partition's records from a position, once and in order."""
+
     def __init__(
         self, log: EmbeddedLog, topic: _Topic, since_ms: int | None, handler: BatchHandler
     ) -> None:
@@ -208,32 +264,36 @@ class _EmbeddedTail(TailReader):
         self._since = since_ms
         self._handler = handler
         self._ends: dict[int, int] = {}
+        self._position: dict[int, int] = {}
         self._running = False
 
     async def start(self) -> dict[int, int]:
-        starts: dict[int, int] = {}
-        backlog: list[LogRecord] = []
         for i, part in enumerate(self._topic.partitions):
-            self._ends[i] = part.next_offset
+            self._ends[i] = part.end
             if self._since is None:
-                starts[i] = part.next_offset
+                self._position[i] = part.end
             else:
                 idx = part.index_for_time(self._since)
-                starts[i] = (
-                    part.records[idx].offset if idx < len(part.records) else part.next_offset
-                )
-                backlog.extend(part.records[idx:])
+                first = part.records[idx].offset if idx < len(part.records) else part.next_offset
+                self._position[i] = min(first, part.end)
         self._running = True
         self._topic.readers.append(self)
-        if backlog:
-            # After start() returns, like Kafka's reader thread: the caller sets
-            # up its state from the start offsets before the first batch.
-            asyncio.get_running_loop().call_soon(self.offer, backlog)
-        return starts
+        # After start() returns, like Kafka's reader thread: the caller sets up
+        # its state from the start offsets before the first batch.
+        asyncio.get_running_loop().call_soon(self.pump)
+        return dict(self._position)
 
-    def offer(self, records: list[LogRecord]) -> None:
-        if self._running:
-            self._handler(records)
+    def pump(self) -> None:
+        if not self._running:
+            return
+        batch: list[LogRecord] = []
+        for i, part in enumerate(self._topic.partitions):
+            records = part.between(self._position[i], part.end)
+            if records:
+                batch.extend(records)
+                self._position[i] = records[-1].offset + 1
+        if batch:
+            self._handler(batch)
 
     async def stop(self) -> None:
         self._running = False
@@ -279,8 +339,7 @@ class _EmbeddedGroup(GroupConsumer):
         for i, part in enumerate(self._topic.partitions):
             if len(out) >= max_records:
                 break
-            idx = part.offset_index(self._positions[i])
-            chunk = part.records[idx : idx + max_records - len(out)]
+            chunk = part.between(self._positions[i], part.end)[: max_records - len(out)]
             if chunk:
                 out.extend(chunk)
                 self._positions[i] = chunk[-1].offset + 1
@@ -292,10 +351,10 @@ class _EmbeddedGroup(GroupConsumer):
         )
         for p, o in next_offsets.items():
             mine[p] = max(mine.get(p, 0), o)
-        self._log.save_group_offsets()
+        await self._log.save_group_offsets()
 
     def lag(self) -> int:
         return sum(
-            max(0, part.next_offset - self._positions.get(i, 0))
+            max(0, part.end - self._positions.get(i, 0))
             for i, part in enumerate(self._topic.partitions)
         )
