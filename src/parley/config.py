@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,14 @@ class Settings:
 
 
 KNOWN_WORKERS = ("persist",)
+
+
+def default_node_id() -> str:
+    """Host, pid and a random suffix: unique even where every container is pid 1."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
@@ -108,7 +118,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = Tru
     if s.port > 65535:
         raise ConfigError(f"PARLEY_PORT must be at most 65535, got {s.port}")
     s.dev = _bool(env, "PARLEY_DEV")
-    s.node_id = env.get("PARLEY_NODE_ID") or f"node-{os.getpid()}"
+    s.node_id = env.get("PARLEY_NODE_ID") or default_node_id()
     if not _PREFIX.fullmatch(s.node_id):
         raise ConfigError(f"PARLEY_NODE_ID must match [A-Za-z0-9_.-]{{1,100}}, got {s.node_id!r}")
     s.data_dir = Path(env.get("PARLEY_DATA_DIR") or ".parley")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ PEM = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----EN
 
 def test_defaults() -> None:
     s = load_settings(AUTH)
-    assert s.node_id.startswith("node-")
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+-\d+-[0-9a-f]{6}", s.node_id), s.node_id
     s.node_id = ""
     assert s == Settings(jwt_secret="a-secret")
     assert (s.host, s.port, s.dev) == ("127.0.0.1", 8000, False)
@@ -66,7 +68,7 @@ def test_empty_values_mean_the_default() -> None:
         20.0,
         "INFO",
     )
-    assert s.kafka_bootstrap is None and s.node_id.startswith("node-")
+    assert s.kafka_bootstrap is None and str(os.getpid()) in s.node_id
 
 
 def test_good_values_are_read() -> None:

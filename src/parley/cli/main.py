@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     token = sub.add_parser("token", help="print a JWT for USER")
     token.add_argument("user")
-    token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default 86400)")
+    token.add_argument("--ttl", help="seconds (PARLEY_TOKEN_TTL, default 86400)")
     token.add_argument("--dev", action="store_true", default=None, help="sign with the dev secret")
     worker = sub.add_parser("worker", help="run a worker process")
     worker.add_argument("name", choices=["persist"])
@@ -105,7 +105,8 @@ async def serve(settings: Settings) -> None:
 
     from parley.gateway.node import Node
     from parley.gateway.server import AccessLogger, build_app
-    from parley.workers.persist import run_persist
+    from parley.workers.persist import PersistWorker
+    from parley.workers.runner import supervise
 
     verifier = _verifier(settings)
     metrics = Metrics()
@@ -126,9 +127,10 @@ async def serve(settings: Settings) -> None:
     stop_workers = asyncio.Event()
     workers = []
     if "persist" in settings.workers:
+        persist = PersistWorker(log, store, settings.topic_prefix, metrics)
         workers.append(
             asyncio.create_task(
-                run_persist(log, store, settings.topic_prefix, stop_workers, metrics)
+                supervise("persist", lambda: persist.run(stop_workers), stop_workers)
             )
         )
     app = build_app(node, verifier, dev_secret=settings.jwt_secret if settings.dev else None)
@@ -171,7 +173,8 @@ async def serve(settings: Settings) -> None:
 
 
 async def worker(settings: Settings, name: str) -> None:
-    from parley.workers.persist import run_persist
+    from parley.workers.persist import PersistWorker
+    from parley.workers.runner import supervise
 
     if not settings.kafka_bootstrap:
         raise ConfigError(
@@ -186,7 +189,8 @@ async def worker(settings: Settings, name: str) -> None:
         raise StartupError(f"PARLEY_DATABASE_URL: {exc}") from None
     await log.start()
     stop = asyncio.Event()
-    task = asyncio.create_task(run_persist(log, store, settings.topic_prefix, stop))
+    persist = PersistWorker(log, store, settings.topic_prefix, Metrics())
+    task = asyncio.create_task(supervise("persist", lambda: persist.run(stop), stop))
     print(f"parley: worker {name} running", flush=True)
     waiter = asyncio.create_task(_wait_for_signal())
     await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
@@ -206,11 +210,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = load_settings(env, need_auth=False)
             if not settings.jwt_secret:
                 raise ConfigError("PARLEY_JWT_SECRET is not set (or pass --dev for the dev secret)")
+            ttl_raw = args.ttl or env.get("PARLEY_TOKEN_TTL") or "86400"
+            if not ttl_raw.isdigit() or int(ttl_raw) < 1:
+                raise ConfigError(
+                    f"PARLEY_TOKEN_TTL (--ttl) must be a positive integer, got {ttl_raw!r}"
+                )
             print(
                 issue_token(
                     settings.jwt_secret,
                     args.user,
-                    args.ttl,
+                    int(ttl_raw),
                     issuer=settings.jwt_issuer,
                     audience=settings.jwt_audience,
                 )

@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 from parley.gateway.node import AckWaiter, Node, NotMember, new_session_id
 from parley.gateway.session import Session
 from parley.gateway.writer import SessionWriter
+from parley.log.base import LogUnavailable
 from parley.protocol.codes import CloseCode, ErrorCode
 from parley.protocol.errors import FrameError
 from parley.protocol.frames import (
@@ -43,7 +44,12 @@ from parley.storage.base import StoreUnavailable
 logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024
-ERROR_BUDGET = 50  # errors within ERROR_WINDOW_S before the connection is closed (1008)
+ERROR_BUDGET = 50  # client errors within ERROR_WINDOW_S before the connection is closed (1008)
+# Errors that are the client's fault count against the budget; rate limiting
+# and server trouble do not (a bot pipelining past its burst is not abusive).
+_BUDGETED = frozenset(
+    {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE, ErrorCode.TOO_LARGE, ErrorCode.NOT_MEMBER}
+)
 ERROR_WINDOW_S = 10.0
 
 
@@ -58,6 +64,7 @@ class Connection:
     ) -> None:
         self.node = node
         self.ws = ws
+        self._transport = transport
         self._close_task: asyncio.Task[None] | None = None
         writer = SessionWriter(
             transport, node.flusher, node.settings.session_queue_bytes, self._on_overflow
@@ -86,13 +93,19 @@ class Connection:
             self._close_task = asyncio.create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 5)
+        except Exception:
+            # The peer did not answer the close in time (it stopped reading):
+            # drop the connection rather than keep its buffers.
+            self._transport.abort()
 
     # Errors -------------------------------------------------------------------
 
     def error(self, code: ErrorCode, message: str, ref: str | None) -> None:
         self.session.writer.send_json(error_frame(code, message, ref))
+        if code not in _BUDGETED:
+            return
         now = time.monotonic()
         self._errors = [t for t in self._errors if now - t < ERROR_WINDOW_S]
         self._errors.append(now)
@@ -126,6 +139,7 @@ class Connection:
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
+            self.session.writer.close()  # nothing may follow the close frame
             node.session_closed(self.session)
             await self._wait_closed()
 
@@ -183,5 +197,9 @@ class Connection:
                 session.writer.send_json(encode(with_ref({"type": "pong"}, ref)))
         except NotMember:
             self.error(ErrorCode.NOT_MEMBER, "not a member of this room, or no such room", ref)
-        except StoreUnavailable:
-            self.error(ErrorCode.INTERNAL, "the database is unavailable; retry", ref)
+        except (StoreUnavailable, LogUnavailable):
+            self.error(ErrorCode.INTERNAL, "the database or the log is unavailable; retry", ref)
+        except Exception:
+            # No frame may end the connection: answer it and keep going.
+            logger.exception("frame from %s failed", user)
+            self.error(ErrorCode.INTERNAL, "internal error", ref)

@@ -19,6 +19,9 @@ from parley.protocol.names import dm_members, is_group_room_id
 from parley.storage.base import Store
 
 RECHECK_NO_AFTER_S = 1.0
+# A "yes" is re-read after this long even without an event, so a lost event
+# cannot keep a removed member in a room for more than this.
+MAX_AGE_S = 60.0
 
 
 @dataclass(slots=True)
@@ -31,6 +34,8 @@ class Membership:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._rooms: dict[str, _Entry] = {}
+        # Bumped by every invalidation: a load that raced with one is not cached.
+        self._generation: dict[str, int] = {}
 
     def cached(self, room: str, user: str) -> bool | None:
         """The answer without a query, or None when only the store can tell."""
@@ -42,9 +47,10 @@ class Membership:
         entry = self._rooms.get(room)
         if entry is None:
             return None
+        age = time.monotonic() - entry.loaded_at
         if entry.members is not None and user in entry.members:
-            return True
-        if time.monotonic() - entry.loaded_at < RECHECK_NO_AFTER_S:
+            return True if age < MAX_AGE_S else None
+        if age < RECHECK_NO_AFTER_S:
             return False
         return None
 
@@ -59,9 +65,12 @@ class Membership:
         pair = dm_members(room)
         if pair is not None:
             return frozenset(pair)
+        generation = self._generation.get(room, 0)
         members = await self._store.members(room)
-        self._rooms[room] = _Entry(members, time.monotonic())
+        if self._generation.get(room, 0) == generation:
+            self._rooms[room] = _Entry(members, time.monotonic())
         return members
 
     def invalidate(self, room: str) -> None:
         self._rooms.pop(room, None)
+        self._generation[room] = self._generation.get(room, 0) + 1

@@ -83,7 +83,9 @@ class Node:
         self.messages_topic = messages_topic(settings.topic_prefix)
         self.events_topic = events_topic(settings.topic_prefix)
         self.partitions = settings.partitions
-        self._pending: dict[tuple[str, str, str], list[AckWaiter]] = {}
+        self.event_partitions = EVENT_PARTITIONS
+        # (room, sender, client_id) -> when it was produced, and who waits for its ack
+        self._pending: dict[tuple[str, str, str], tuple[float, list[AckWaiter]]] = {}
         self._user_rooms: dict[str, set[str]] = {}
         self._readers: list[TailReader] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,7 +118,7 @@ class Node:
         self.partitions = await self.log.ensure_topic(
             TopicSpec(self.messages_topic, self.settings.partitions)
         )
-        await self.log.ensure_topic(
+        self.event_partitions = await self.log.ensure_topic(
             TopicSpec(self.events_topic, EVENT_PARTITIONS, EVENTS_RETENTION_MS, durable=False)
         )
         now_ms = int(time.time() * 1000)
@@ -177,11 +179,16 @@ class Node:
         last_pairs = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
-            await self._announce(self.presence.expire(time.monotonic()))
-            if time.monotonic() - last_pairs > 60:
-                last_pairs = time.monotonic()
-                cutoff = int(time.time() * 1000) - self.settings.idempotency_window_s * 1000
-                self.rooms.expire(cutoff)
+            try:
+                now = time.monotonic()
+                self._expire_pending(now)
+                await self._announce(self.presence.expire(now))
+                if now - last_pairs > 60:
+                    last_pairs = now
+                    cutoff = int(time.time() * 1000) - self.settings.idempotency_window_s * 1000
+                    self.rooms.expire(cutoff)
+            except Exception:  # one bad round must not end presence or expiry for good
+                logger.exception("expiry round failed")
 
     # Reading the log ------------------------------------------------------------
 
@@ -199,9 +206,9 @@ class Node:
                 self._c_frames.value += hub.deliver(msg)
             elif first.seq != msg.seq:
                 self._c_dup.value += 1
-            waiters = self._pending.pop((msg.room, msg.sender, msg.client_id), None)
-            if waiters:
-                for waiter in waiters:
+            pending = self._pending.pop((msg.room, msg.sender, msg.client_id), None)
+            if pending is not None:
+                for waiter in pending[1]:
                     waiter.on_ack(first)
         if not self.caught_up.is_set() and all(
             self._read_pos.get(p, 0) >= end for p, end in self._ends.items()
@@ -363,6 +370,7 @@ class Node:
 
     async def create_room(self, room_id: str, name: str, owner: str, members: list[str]) -> Room:
         room = await self.store.create_room(room_id, name, owner, members)
+        self.membership.invalidate(room_id)
         for user in room.members:
             self._produce_event(Event("member", room=room_id, user=user, status="added"))
         return room
@@ -384,9 +392,10 @@ class Node:
     def _produce_event(self, event: Event) -> bool:
         try:
             key = event.key()
-            self.log.produce(
-                self.events_topic, partition_for(key, EVENT_PARTITIONS), key, event.encode()
+            future = self.log.produce(
+                self.events_topic, partition_for(key, self.event_partitions), key, event.encode()
             )
+            future.add_done_callback(_event_delivered)
             return True
         except LogUnavailable as exc:
             logger.warning("event %s not sent: %s", event.kind, exc)
@@ -410,7 +419,7 @@ class Node:
         key = (room, user, client_id)
         waiting = self._pending.get(key)
         if waiting is not None:
-            waiting.append(waiter)
+            waiting[1].append(waiter)
             return
         value = encode_message(user, client_id, body, int(time.time() * 1000))
         try:
@@ -421,16 +430,24 @@ class Node:
             waiter.on_error(ErrorCode.INTERNAL, f"{exc}; retry with the same client_id")
             return
         self._c_sent.value += 1
-        self._pending[key] = [waiter]
+        self._pending[key] = (time.monotonic(), [waiter])
         future.add_done_callback(lambda f: self._on_produced(key, f))
 
     def _on_produced(self, key: tuple[str, str, str], future: asyncio.Future[Delivered]) -> None:
         if future.cancelled() or future.exception() is not None:
-            waiters = self._pending.pop(key, None) or []
-            for waiter in waiters:
-                waiter.on_error(
-                    ErrorCode.INTERNAL, "the log is unavailable; retry with the same client_id"
-                )
+            self._fail_pending(key, "the log is unavailable; retry with the same client_id")
+
+    def _fail_pending(self, key: tuple[str, str, str], message: str) -> None:
+        _, waiters = self._pending.pop(key, (0.0, []))
+        for waiter in waiters:
+            waiter.on_error(ErrorCode.INTERNAL, message)
+
+    def _expire_pending(self, now: float) -> None:
+        """Answer sends whose record was never read back (the reader stalled)."""
+        limit = self.settings.kafka_timeout_ms / 1000 + 5.0
+        stale = [key for key, (since, _) in self._pending.items() if now - since > limit]
+        for key in stale:
+            self._fail_pending(key, "no confirmation from the log; retry with the same client_id")
 
     async def send_and_wait(self, user: str, room: str, client_id: str, body: str) -> Ack:
         """The REST flavour of send: wait for the ack (raises SendFailed)."""
@@ -496,6 +513,14 @@ class Node:
         if room in session.subscriptions:
             self.hub.leave(session, room)
         self.hub.join(session, room)
+        # A removal read while the check awaited found no subscription to end:
+        # check again now that the session is joined (later removals end it).
+        member = self.membership.cached(room, session.user)
+        if member is None:
+            member = await self.membership.is_member(room, session.user)
+        if not member:
+            self.hub.leave(session, room)
+            raise NotMember(room)
         try:
             if since is not None:
                 messages, has_more = await self.resume(room, since)
@@ -546,6 +571,12 @@ class Node:
     async def ready(self) -> dict[str, bool]:
         log_ok, store_ok = await asyncio.gather(self.log.ping(), self.store.ping())
         return {"log": log_ok, "database": store_ok, "caught_up": self.caught_up.is_set()}
+
+
+def _event_delivered(future: asyncio.Future[Delivered]) -> None:
+    """Events are best effort: a lost typing event is not worth an error frame."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.debug("event not delivered: %s", future.exception())
 
 
 class SendFailed(Exception):

@@ -129,6 +129,30 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/api/dev/token": {
+            "post": {
+                "summary": "A token for a user; served only by a node started with --dev",
+                "security": [],
+                "requestBody": {
+                    "required": True,
+                    **_json(
+                        {
+                            "type": "object",
+                            "required": ["user"],
+                            "properties": {"user": {"type": "string"}},
+                        }
+                    ),
+                },
+                "responses": {
+                    "200": {
+                        "description": "a token",
+                        **_json({"type": "object", "properties": {"token": {"type": "string"}}}),
+                    },
+                    "400": _ERROR,
+                    "404": {"description": "not a development node"},
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "summary": "Liveness",

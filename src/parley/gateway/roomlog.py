@@ -86,10 +86,18 @@ class RoomLogs:
         return ack, True
 
     def expire(self, older_than_ms: int) -> int:
-        """Forget idempotency pairs older than the window; returns how many."""
+        """Forget idempotency pairs older than the window; returns how many.
+
+        `seen` is in log order (dicts keep insertion order), so each room stops
+        at its first young entry: the cost is what expires, not what is kept.
+        """
         removed = 0
         for state in self._rooms.values():
-            stale = [k for k, m in state.seen.items() if m.ts_ms < older_than_ms]
+            stale = []
+            for k, ack in state.seen.items():
+                if ack.ts_ms >= older_than_ms:
+                    break
+                stale.append(k)
             for k in stale:
                 del state.seen[k]
             removed += len(stale)

@@ -24,6 +24,7 @@ from parley.gateway.connection import MAX_FRAME_BYTES, Connection
 from parley.gateway.node import Node
 from parley.gateway.openapi import OPENAPI
 from parley.gateway.rest import NODE, ApiError, add_routes, error_response
+from parley.log.base import LogUnavailable
 from parley.protocol.names import dm_room, is_user_id
 from parley.storage.base import StoreUnavailable
 
@@ -62,8 +63,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message)
-    except StoreUnavailable:
-        return error_response(503, "internal", "the database is unavailable; retry")
+    except (StoreUnavailable, LogUnavailable):
+        return error_response(503, "internal", "the database or the log is unavailable; retry")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -73,6 +74,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
         if exc.status == 413:
             code = "too_large"
         return error_response(exc.status, code, exc.reason)
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal", "internal error")
 
 
 @web.middleware
@@ -137,7 +141,7 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
-def dev_token_handler(secret: str) -> Handler:
+def dev_token_handler(secret: str, issuer: str | None, audience: str | None) -> Handler:
     async def dev_token(request: web.Request) -> web.StreamResponse:
         try:
             body: Any = await request.json()
@@ -146,7 +150,8 @@ def dev_token_handler(secret: str) -> Handler:
         user = body.get("user") if isinstance(body, dict) else None
         if not isinstance(user, str) or not is_user_id(user):
             return error_response(400, "bad_request", "user must match [A-Za-z0-9_.-]{1,64}")
-        return web.json_response({"token": issue_token(secret, user)})
+        token = issue_token(secret, user, issuer=issuer, audience=audience)
+        return web.json_response({"token": token})
 
     return dev_token
 
@@ -160,6 +165,7 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 def build_app(node: Node, verifier: TokenVerifier, *, dev_secret: str | None) -> web.Application:
+    settings = node.settings
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware], client_max_size=256 * 1024
     )
@@ -171,7 +177,10 @@ def build_app(node: Node, verifier: TokenVerifier, *, dev_secret: str | None) ->
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/openapi.json", openapi)
     if dev_secret is not None:
-        app.router.add_post("/api/dev/token", dev_token_handler(dev_secret))
+        app.router.add_post(
+            "/api/dev/token",
+            dev_token_handler(dev_secret, settings.jwt_issuer, settings.jwt_audience),
+        )
     add_routes(app)
     app.router.add_get("/", index)
     app.router.add_static("/static/", web_root())

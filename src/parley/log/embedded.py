@@ -14,6 +14,7 @@ import asyncio
 import bisect
 import contextlib
 import json
+import logging
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,8 @@ from parley.log.base import (
     TailReader,
     TopicSpec,
 )
+
+logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">qqII")
 EPHEMERAL_KEEP = 10_000
@@ -82,6 +85,7 @@ class EmbeddedLog(Log):
         self._unflushed: list[tuple[_Topic, LogRecord, asyncio.Future[Delivered]]] = []
         self._flush_scheduled = False
         self._closed = False
+        self._broken: str | None = None
         # File writes happen here, never on the event loop; one thread keeps them in order.
         self._io = ThreadPoolExecutor(1, thread_name_prefix="embedded-log")
         self._offsets_file = data_dir / "group-offsets.json" if data_dir else None
@@ -118,7 +122,11 @@ class EmbeddedLog(Log):
         if topic is None:
             if spec.durable and self._dir is not None:
                 # Like Kafka: an existing topic keeps its partition count.
-                existing = len(list(self._dir.glob(f"{spec.name}-*.log")))
+                existing = sum(
+                    1
+                    for path in self._dir.glob(f"{spec.name}-*.log")
+                    if path.stem[len(spec.name) + 1 :].isdigit()
+                )
                 if existing:
                     spec = TopicSpec(spec.name, existing, spec.retention_ms, spec.durable)
             topic = _Topic(spec)
@@ -157,6 +165,8 @@ class EmbeddedLog(Log):
     ) -> asyncio.Future[Delivered]:
         if self._closed:
             raise LogUnavailable("the embedded log is stopped")
+        if self._broken is not None:
+            raise LogUnavailable(self._broken)
         t = self._topics[topic]
         part = t.partitions[partition]
         ts = int(time.time() * 1000)
@@ -210,7 +220,25 @@ class EmbeddedLog(Log):
         written = asyncio.get_running_loop().run_in_executor(
             self._io, self._write, list(chunks.values())
         )
-        written.add_done_callback(lambda _: self._hand_on(durable))
+        written.add_done_callback(lambda f: self._written(f, durable))
+
+    def _written(
+        self,
+        write: asyncio.Future[None],
+        batch: list[tuple[_Topic, LogRecord, asyncio.Future[Delivered]]],
+    ) -> None:
+        exc = write.exception()
+        if exc is None:
+            self._hand_on(batch)
+            return
+        # A failed write (disk full, I/O error) is never acknowledged: the
+        # batch fails, and so does every later produce until a restart reloads
+        # what the files really hold.
+        logger.error("embedded log write failed: %s", exc)
+        self._broken = f"the embedded log cannot write: {exc}"
+        for _, _, fut in batch:
+            if not fut.done():
+                fut.set_exception(LogUnavailable(self._broken))
 
     @staticmethod
     def _write(chunks: list[tuple[BinaryIO, list[bytes]]]) -> None:
@@ -239,7 +267,7 @@ class EmbeddedLog(Log):
         return _EmbeddedGroup(self, self._topics[topic], group)
 
     async def ping(self) -> bool:
-        return not self._closed
+        return not self._closed and self._broken is None
 
     async def save_group_offsets(self) -> None:
         if self._offsets_file is not None:

@@ -249,7 +249,21 @@ class _KafkaTail(TailReader):
         return starts
 
     def _assign(self) -> dict[int, int]:
-        consumer = Consumer(self._config)
+        """Find the start offsets and assign; retried while a new topic settles."""
+        deadline = time.monotonic() + 30
+        while True:
+            consumer = Consumer(self._config)
+            try:
+                return self._assign_with(consumer)
+            except KafkaException as exc:
+                # A new topic's leaders settle after creation (NOT_LEADER, not
+                # flagged retriable by the client): retry any error until the deadline.
+                consumer.close()
+                if time.monotonic() > deadline:
+                    raise LogUnavailable(f"cannot read {self._topic}: {exc}") from None
+                time.sleep(0.2)
+
+    def _assign_with(self, consumer: Any) -> dict[int, int]:
         md = consumer.list_topics(self._topic, timeout=10)
         partitions = sorted(md.topics[self._topic].partitions)
         starts: dict[int, int] = {}
@@ -270,7 +284,13 @@ class _KafkaTail(TailReader):
         assert self._loop is not None
         while self._running:
             try:
-                messages = self._consumer.consume(1000, 0.1)
+                # consume(n, timeout) waits until n records or the timeout: a
+                # 100 ms floor on latency. poll() returns at the first record,
+                # then consume(n, 0) takes what else is already fetched.
+                first = self._consumer.poll(0.1)
+                if first is None:
+                    continue
+                messages = [first, *self._consumer.consume(999, 0)]
             except KafkaException as exc:  # pragma: no cover - broker trouble
                 logger.warning("tail reader of %s: %s", self._topic, exc)
                 time.sleep(0.5)

@@ -5,7 +5,8 @@ Topics (names get the deployment's prefix):
   partition and its order is the partition's order; seq = offset.
 - `<prefix>.events`: typing, receipts, presence, membership changes and
   device claims; short retention, never stored. Keyed by room for room
-  events and by user for user events, so each stays in order.
+  events, by node for presence and heartbeats, by user for device claims,
+  so each sequence that must stay in order shares a partition.
 """
 
 from __future__ import annotations
@@ -36,17 +37,26 @@ def decode_message(record: LogRecord) -> ChatMessage | None:
     try:
         obj = orjson.loads(record.value)
         room = (record.key or b"").decode()
-        return ChatMessage(
-            room=room,
-            id=message_id(record.partition, record.offset),
-            seq=record.offset,
-            sender=obj["s"],
-            body=obj["b"],
-            ts_ms=int(obj["t"]),
-            client_id=obj["c"],
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        sender, body, client_id, ts = obj["s"], obj["b"], obj["c"], obj["t"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         return None
+    if not (
+        isinstance(sender, str)
+        and isinstance(body, str)
+        and isinstance(client_id, str)
+        and isinstance(ts, int)
+        and room
+    ):
+        return None  # not written by Parley: skipped by every reader alike
+    return ChatMessage(
+        room=room,
+        id=message_id(record.partition, record.offset),
+        seq=record.offset,
+        sender=sender,
+        body=body,
+        ts_ms=ts,
+        client_id=client_id,
+    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -66,7 +76,9 @@ class Event:
     def key(self) -> str:
         if self.kind in ("typing", "receipt", "member"):
             return self.room
-        if self.kind == "heartbeat":
+        if self.kind in ("heartbeat", "presence"):
+            # One node's presence events and heartbeats share a partition, so
+            # they are read in the order the node sent them.
             return self.node
         return self.user
 

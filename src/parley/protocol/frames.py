@@ -17,6 +17,7 @@ from parley.protocol.errors import FrameError
 MAX_BODY_CHARS = 4096
 MAX_ID_CHARS = 64
 MAX_HISTORY_LIMIT = 100
+MAX_INT = 2**63 - 1  # seqs are 64-bit offsets; anything larger is not a seq
 DEFAULT_HISTORY_LIMIT = 50
 
 
@@ -99,6 +100,8 @@ class _Fields:
             raise self._bad(f"field {name!r} must be an integer")
         if value < minimum:
             raise self._bad(f"field {name!r} must be >= {minimum}")
+        if value > MAX_INT:
+            raise self._bad(f"field {name!r} is too large")
         return value
 
     def required_integer(self, name: str, *, minimum: int) -> int:

@@ -32,7 +32,7 @@ class SqliteStore(SqlStore):
                 raise StoreUnavailable("the SQLite store is not started")
             try:
                 return fn(self._conn)
-            except sqlite3.IntegrityError as exc:
+            except (sqlite3.IntegrityError, OverflowError) as exc:
                 raise StoreError(f"sqlite: {exc}") from exc
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"sqlite: {exc}") from exc

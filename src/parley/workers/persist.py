@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from parley.log.base import Log, LogRecord
+from parley.log.base import GroupConsumer, Log, LogRecord
 from parley.log.records import decode_message, messages_topic
 from parley.metrics import Metrics
 from parley.storage.base import Store, StoreUnavailable
@@ -24,30 +24,30 @@ def persist_group(prefix: str) -> str:
     return f"{prefix}.persist"
 
 
-async def run_persist(
-    log: Log, store: Store, prefix: str, stop: asyncio.Event, metrics: Metrics | None = None
-) -> None:
-    written = (
-        metrics.counter("parley_persisted_total", "messages written to the database")
-        if metrics
-        else None
-    )
-    consumer = log.group(messages_topic(prefix), persist_group(prefix))
-    if metrics is not None:
-        metrics.gauge(
-            "parley_persist_lag", "records the persistence worker has not read", consumer.lag
-        )
+class PersistWorker:
+    """Built once; `run` may be restarted by a supervisor after a crash."""
 
-    async def handle(records: list[LogRecord]) -> None:
+    def __init__(self, log: Log, store: Store, prefix: str, metrics: Metrics) -> None:
+        self._log = log
+        self._store = store
+        self._prefix = prefix
+        self._consumer: GroupConsumer | None = None
+        self._written = metrics.counter(
+            "parley_persisted_total", "messages written to the database"
+        )
+        metrics.gauge("parley_persist_lag", "records the persistence worker has not read", self.lag)
+
+    def lag(self) -> int:
+        return self._consumer.lag() if self._consumer is not None else 0
+
+    async def _handle(self, records: list[LogRecord]) -> None:
         messages = [m for m in (decode_message(r) for r in records) if m is not None]
-        n = await store.save_messages(messages)
-        if written is not None:
-            written.value += n
-        logger.debug(
-            "persisted %d new of %d records (%s)",
-            n,
-            len(records),
-            ", ".join(f"{r.partition}:{r.offset}" for r in records[:1] + records[-1:]),
-        )
+        n = await self._store.save_messages(messages)
+        self._written.value += n
+        logger.debug("persisted %d new of %d records", n, len(records))
 
-    await run_worker("persist", consumer, handle, stop, retriable=(StoreUnavailable,))
+    async def run(self, stop: asyncio.Event) -> None:
+        self._consumer = self._log.group(messages_topic(self._prefix), persist_group(self._prefix))
+        await run_worker(
+            "persist", self._consumer, self._handle, stop, retriable=(StoreUnavailable,)
+        )

@@ -43,17 +43,56 @@ async def run_worker(
             records = await consumer.poll(max_batch, 0.2)
             if not records:
                 continue
-            delay = 0.1
-            while True:
-                try:
-                    await handle(records)
-                    break
-                except retriable as exc:
-                    if stop.is_set():
-                        return  # not committed: the next run re-reads this batch
-                    logger.warning("%s: %s; retrying in %.1f s", name, exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(5.0, delay * 2)
+            if not await _handle_batch(name, handle, records, stop, retriable):
+                return  # stopping: not committed, the next run re-reads this batch
             await consumer.commit(next_offsets(records))
     finally:
         await consumer.stop()
+
+
+async def _handle_batch(
+    name: str,
+    handle: BatchWork,
+    records: list[LogRecord],
+    stop: asyncio.Event,
+    retriable: tuple[type[BaseException], ...],
+) -> bool:
+    """Handle a batch; False if stopped first. Retries what may succeed later.
+
+    A batch that fails for good is split: each record is tried alone, and
+    the ones that still fail are logged and skipped, so one poison record
+    cannot stop the worker or take its neighbours with it.
+    """
+    delay = 0.1
+    while True:
+        try:
+            await handle(records)
+            return True
+        except retriable as exc:
+            if stop.is_set():
+                return False
+            logger.warning("%s: %s; retrying in %.1f s", name, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+        except Exception:
+            if len(records) == 1:
+                r = records[0]
+                logger.exception("%s: skipping record %s/%s", name, r.partition, r.offset)
+                return True
+            for record in records:
+                if not await _handle_batch(name, handle, [record], stop, retriable):
+                    return False
+            return True
+
+
+async def supervise(name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run a worker until `stop`; restart it, with backoff, if it crashes."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await run()
+            return
+        except Exception:
+            logger.exception("worker %s crashed; restarting in %.0f s", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(30.0, delay * 2)
