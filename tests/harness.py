@@ -323,6 +323,9 @@ def base_env(prefix: str, kafka: str | None, database_url: str, data_dir: Path) 
         PARLEY_DATA_DIR=str(data_dir),
         PARLEY_PARTITIONS="4",
         PARLEY_PRESENCE_TIMEOUT="6",
+        # Tests pipeline sends faster than a person types; the rate limit has its own test.
+        PARLEY_RATE_LIMIT="2000",
+        PARLEY_RATE_BURST="2000",
         PARLEY_LOG_LEVEL=os.environ.get("PARLEY_TEST_LOG_LEVEL", "INFO"),
     )
     if kafka:

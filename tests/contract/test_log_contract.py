@@ -43,11 +43,14 @@ Place = tuple[int, int]  # (partition, offset)
 # Fixtures -------------------------------------------------------------------
 
 
-def _delete_kafka_topic(bootstrap: str, topic: str) -> None:
+def _delete_kafka_topics(bootstrap: str, prefix: str) -> None:
+    """Delete the topics a test made: its own, and those named after it."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.delete_topics([topic], operation_timeout=10).values():
-        with contextlib.suppress(Exception):  # absent already: nothing to clean
-            future.result(timeout=10)
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=10).values():
+            with contextlib.suppress(Exception):  # absent already: nothing to clean
+                future.result(timeout=10)
 
 
 @pytest.fixture
@@ -73,7 +76,7 @@ async def log(request: pytest.FixtureRequest, tmp_path: Path, topic: str) -> Asy
     finally:
         await impl.stop()
         if bootstrap is not None:
-            await asyncio.to_thread(_delete_kafka_topic, bootstrap, topic)
+            await asyncio.to_thread(_delete_kafka_topics, bootstrap, topic)
 
 
 @contextlib.asynccontextmanager
@@ -336,6 +339,7 @@ async def test_tail_started_with_records_in_flight_hands_over_none_below_its_sta
 ) -> None:
     """start() returns "the first offset it will hand over": nothing older may follow."""
     await log.ensure_topic(TopicSpec(topic, PARTITIONS))
+    await produce_all(log, topic, spread(PARTITIONS, "warm-up"))  # see the next test
     in_flight = [log.produce(topic, p, key_of(p), v) for p, v in spread(30, "flight")]
     later: list[Delivered] = []
     first: dict[int, int] = {}
@@ -360,6 +364,9 @@ async def test_tail_from_a_timestamp_with_records_in_flight_hands_each_over_once
     log: Log, topic: str
 ) -> None:
     await log.ensure_topic(TopicSpec(topic, PARTITIONS))
+    # One record first, before `since`: the topic is served (see the next test).
+    await produce_all(log, topic, spread(PARTITIONS, "warm-up"))
+    await asyncio.sleep(0.002)
     since = now_ms()
     in_flight = [log.produce(topic, p, key_of(p), v) for p, v in spread(30, "flight")]
     delivered: list[Delivered] = []
@@ -375,6 +382,24 @@ async def test_tail_from_a_timestamp_with_records_in_flight_hands_each_over_once
         f"{len(collector.places())} hand-overs for {len(delivered)} records"
     )
     assert_in_order_per_partition(collector.places())
+
+
+async def test_a_tail_starts_right_after_ensure_topic(log: Log, topic: str) -> None:
+    """ensure_topic returns once the topic can be used: a reader started then starts.
+
+    Kafka: a new partition's leader may not answer at once, and a start that
+    meets that must wait and retry, or fail with LogUnavailable; never let a raw
+    client error out. The race is short, so fresh topics are tried 20 times.
+    """
+    for i in range(20):
+        name = f"{topic}-{i}"
+        await log.ensure_topic(TopicSpec(name, PARTITIONS))
+        reader = log.tail(name, None, Collector())
+        try:
+            starts = await reader.start()
+        finally:
+            await reader.stop()
+        assert starts == {p: 0 for p in range(PARTITIONS)}, f"attempt {i}"
 
 
 # GroupConsumer ------------------------------------------------------------------
@@ -554,3 +579,18 @@ async def test_file_log_restart_keeps_the_topics_partition_count(tmp_path: Path)
         await produce_all(log, topic, spread(PARTITIONS, "x"))
     async with started(EmbeddedLog(tmp_path)) as log:
         assert await log.ensure_topic(TopicSpec(topic, PARTITIONS + 2)) == PARTITIONS
+
+
+async def test_file_log_restart_keeps_each_count_when_topic_names_share_a_prefix(
+    tmp_path: Path,
+) -> None:
+    """Topic "room" must not count the files of topic "room-b" as its partitions."""
+    async with started(EmbeddedLog(tmp_path)) as log:
+        assert await log.ensure_topic(TopicSpec("room", 3)) == 3
+        assert await log.ensure_topic(TopicSpec("room-b", 2)) == 2
+        await produce_all(log, "room", spread(3, "r"))
+        await produce_all(log, "room-b", spread(2, "b", partitions=(0, 1)))
+    async with started(EmbeddedLog(tmp_path)) as log:
+        assert await log.ensure_topic(TopicSpec("room", 3)) == 3
+        assert await log.ensure_topic(TopicSpec("room-b", 2)) == 2
+        assert len(await read_back(log, "room", 3)) == 3

@@ -383,3 +383,17 @@ async def test_summaries_count_only_others_messages_after_last_read(store: Store
     assert by_room(await store.summaries("alice"))["r"] == (5, 4, 0)
     summary = next(s for s in await store.summaries("bob") if s.room.id == "r")
     assert set(summary.room.members) == {"alice", "bob"}
+
+
+async def test_persist_progress_is_saved_with_the_batch_and_never_moves_back(
+    store: Store,
+) -> None:
+    assert await store.persisted("t.messages") == {}
+    await store.save_messages([msg("r", 4)], ("t.messages", {0: 5, 1: 9}))
+    assert await store.persisted("t.messages") == {0: 5, 1: 9}
+    await store.save_messages([msg("r", 2)], ("t.messages", {0: 3}))  # a re-read batch
+    assert await store.persisted("t.messages") == {0: 5, 1: 9}
+    await store.save_messages([], ("t.messages", {1: 12}))  # a batch of skipped records
+    assert await store.persisted("t.messages") == {0: 5, 1: 12}
+    assert await store.persisted("other.messages") == {}
+    assert seqs(await store.history("r", None, 10)) == [2, 4]

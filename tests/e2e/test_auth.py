@@ -224,6 +224,9 @@ BAD_TOKENS: dict[str, Callable[[], str]] = {
     "no_exp": lambda: hs256({"sub": "alice", "iat": int(time.time())}),
     "no_sub": lambda: hs256({"iat": int(time.time()), "exp": int(time.time()) + 3600}),
     "bad_sub": lambda: hs256(claims(user="not a user id!")),
+    "long_sub": lambda: hs256(claims(user="u" * 65)),
+    "empty_sub": lambda: hs256(claims(user="")),
+    "exp_not_a_number": lambda: hs256({"sub": "alice", "exp": "tomorrow"}),
     "tampered": lambda: _tamper(token("alice")),
     "hs512_not_configured": lambda: hmac_signed(claims(), SECRET.encode(), "HS512"),
 }

@@ -7,10 +7,11 @@ where the protocol ties the two together), and checks the replies field by field
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.conftest import pg_database
 from tests.harness import Cluster, ServerProcess, WsClient, base_env
 
 # Users that only write messages: the default rate limit (20/s, burst 40) is per
@@ -110,7 +112,8 @@ async def test_subscribe_empty_room_head_is_minus_one(cluster: Cluster) -> None:
     sub, hist = await alice.subscribe(room)
     assert sub["type"] == "subscribed" and sub["room"] == room and sub["head"] == -1
     assert hist["room"] == room and hist["messages"] == [] and hist["has_more"] is False
-    assert [f["type"] for f in alice.frames] == ["hello", "subscribed", "history"]
+    kinds = [f["type"] for f in alice.frames if f["type"] != "presence"]
+    assert kinds == ["hello", "subscribed", "history"]
 
 
 async def test_subscribe_gives_head_and_the_50_most_recent_with_has_more(cluster: Cluster) -> None:
@@ -142,6 +145,39 @@ async def test_subscribe_with_few_messages_has_no_more(cluster: Cluster) -> None
     assert ids(hist["messages"]) == ids(acks)
     assert [m["body"] for m in hist["messages"]] == ["hi 0", "hi 1", "hi 2"]
     assert hist["has_more"] is False
+
+
+async def test_has_more_edges_at_exactly_50_and_51(cluster: Cluster) -> None:
+    room = await group(cluster, "alice", ["bob", *FILLERS])
+    acks = await fill(cluster, room, 50)
+    bob = await cluster.connect("bob")
+    _, hist = await bob.subscribe(room)
+    assert ids(hist["messages"]) == ids(acks) and hist["has_more"] is False
+    page = await bob.request("history", "history", room=room, limit=50)
+    assert ids(page["messages"]) == ids(acks) and page["has_more"] is False
+    page = await bob.request("history", "history", room=room, limit=49)
+    assert ids(page["messages"]) == ids(acks[1:]) and page["has_more"] is True
+    page = await bob.request("history", "history", room=room, before=acks[-1]["seq"], limit=49)
+    assert ids(page["messages"]) == ids(acks[:-1]) and page["has_more"] is False
+    one_more = await bob.send_message(room, "the 51st")
+    _, hist = await bob.subscribe(room)
+    assert ids(hist["messages"]) == [*ids(acks[1:]), one_more["id"]]
+    assert hist["has_more"] is True
+
+
+async def test_subscribing_twice_still_delivers_each_message_once(cluster: Cluster) -> None:
+    room = await group(cluster, "alice", ["bob"])
+    alice = await cluster.connect("alice")
+    bob = await cluster.connect("bob")
+    first = await alice.send_message(room, "one")
+    await bob.subscribe(room)
+    _, again = await bob.subscribe(room)
+    assert ids(again["messages"]) == [first["id"]]
+    live = [await alice.send_message(room, f"live {i}") for i in range(3)]
+    for ack in live:
+        await bob.expect("message", room=room, id=ack["id"])
+    await bob.drain(0.6)
+    assert [f["id"] for f in bob.frames if f.get("type") == "message"] == ids(live)
 
 
 async def test_subscribe_since_returns_exactly_the_messages_after_since(cluster: Cluster) -> None:
@@ -205,38 +241,112 @@ async def test_live_messages_follow_history_never_precede_it(cluster: Cluster) -
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
+@contextlib.asynccontextmanager
+async def own_cluster(
+    backend: str, tmp_path: Path, services: dict[str, str], **extra: str
+) -> AsyncIterator[Cluster]:
+    """One node with extra PARLEY_* settings, on the embedded log or on Kafka + PostgreSQL."""
+    async with contextlib.AsyncExitStack() as stack:
+        if backend == "kafka":
+            kafka: str | None = services["kafka"]
+            db = await stack.enter_async_context(pg_database(services["db"]))
+        else:
+            kafka, db = None, f"sqlite:///{tmp_path / 'own.db'}"
+        env = base_env(f"t{uuid.uuid4().hex[:10]}", kafka, db, tmp_path / "own-data")
+        env.update(extra)
+        node = ServerProcess(env=env, node_id="own", log_path=tmp_path / "own.log")
+        cluster = Cluster(backend, [node], aiohttp.ClientSession())
+        stack.push_async_callback(cluster.close)
+        await node.start()
+        yield cluster
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["embedded", "kafka"])
+
+
+@BACKENDS
 async def test_subscribe_since_over_replay_cap_gives_newest_cap_with_has_more(
-    tmp_path: Path,
+    backend: str, tmp_path: Path, services: dict[str, str]
 ) -> None:
     """With more than the replay cap after `since`: the newest cap, has_more, page back."""
-    env = base_env(
-        f"t{uuid.uuid4().hex[:10]}", None, f"sqlite:///{tmp_path / 'cap.db'}", tmp_path / "data"
-    )
-    env["PARLEY_REPLAY_CAP"] = "5"
-    node = ServerProcess(env=env, node_id="cap", log_path=tmp_path / "cap.log")
-    await node.start()
-    clients: list[WsClient] = []
-    try:
-        async with aiohttp.ClientSession() as http:
-            cluster = Cluster("embedded", [node], http, clients)
-            room = await group(cluster, "alice", ["bob"])
-            alice = await cluster.connect("alice")
-            acks = [await alice.send_message(room, f"c{i}") for i in range(12)]
-            bob = await cluster.connect("bob")
-            since = acks[1]["seq"]
-            _, hist = await bob.subscribe(room, since=since)
-            assert ids(hist["messages"]) == ids(acks[-5:])
-            assert hist["has_more"] is True
-            # page back until since
-            page = await bob.request(
-                "history", "history", room=room, before=hist["messages"][0]["seq"], limit=100
-            )
-            assert ids(page["messages"]) == ids(acks[:-5])
-            assert page["has_more"] is False
-    finally:
-        for c in clients:
-            await c.close()
-        await node.stop()
+    async with own_cluster(backend, tmp_path, services, PARLEY_REPLAY_CAP="5") as cluster:
+        room = await group(cluster, "alice", ["bob"])
+        alice = await cluster.connect("alice")
+        acks = [await alice.send_message(room, f"c{i}") for i in range(12)]
+        bob = await cluster.connect("bob")
+        since = acks[1]["seq"]
+        _, hist = await bob.subscribe(room, since=since)
+        assert ids(hist["messages"]) == ids(acks[-5:])
+        assert hist["has_more"] is True
+        # page back until since
+        page = await bob.request(
+            "history", "history", room=room, before=hist["messages"][0]["seq"], limit=100
+        )
+        assert ids(page["messages"]) == ids(acks[:-5])
+        assert page["has_more"] is False
+        # exactly the cap after since: all of them, no more
+        _, exact = await bob.subscribe(room, since=acks[-6]["seq"])
+        assert ids(exact["messages"]) == ids(acks[-5:])
+        assert exact["has_more"] is False
+
+
+@BACKENDS
+async def test_paging_across_a_small_room_window(
+    backend: str, tmp_path: Path, services: dict[str, str]
+) -> None:
+    """History pages and resumes that span the in-memory window and the database."""
+    async with own_cluster(backend, tmp_path, services, PARLEY_ROOM_WINDOW="10") as cluster:
+        room = await group(cluster, "alice", ["bob", *FILLERS])
+        acks = await fill(cluster, room, 60)
+        bob = await cluster.connect("bob")
+
+        async def persisted() -> bool:
+            got = await bob.request("history", "history", room=room, limit=100)
+            return ids(got["messages"]) == ids(acks)
+
+        deadline = time.monotonic() + 10
+        while not await persisted():
+            assert time.monotonic() < deadline, "history never had all 60 messages"
+            await asyncio.sleep(0.2)
+        for limit in (7, 10, 11, 50):
+            seen: list[dict[str, Any]] = []
+            before: int | None = None
+            while True:
+                fields: dict[str, Any] = {"room": room, "limit": limit}
+                if before is not None:
+                    fields["before"] = before
+                page = await bob.request("history", "history", **fields)
+                seen = page["messages"] + seen
+                if not page["has_more"]:
+                    break
+                before = page["messages"][0]["seq"]
+            assert ids(seen) == ids(acks), limit
+        for k in (0, 20, 45, 49, 50, 55):
+            _, hist = await bob.subscribe(room, since=acks[k]["seq"])
+            assert ids(hist["messages"]) == ids(acks[k + 1 :]), k
+        _, recent = await bob.subscribe(room)
+        assert ids(recent["messages"]) == ids(acks[-50:]) and recent["has_more"] is True
+
+
+@BACKENDS
+async def test_since_misses_nothing_while_persistence_lags(
+    backend: str, tmp_path: Path, services: dict[str, str]
+) -> None:
+    """PROTOCOL: with `since`, nothing after since is missing even while persistence lags.
+
+    No persistence worker runs here (PARLEY_WORKERS empty, as when `parley worker`
+    processes are down), and the in-memory room window is small.
+    """
+    async with own_cluster(
+        backend, tmp_path, services, PARLEY_ROOM_WINDOW="10", PARLEY_WORKERS=""
+    ) as cluster:
+        room = await group(cluster, "alice", ["bob"])
+        alice = await cluster.connect("alice")
+        acks = [await alice.send_message(room, f"lag {i}") for i in range(30)]
+        bob = await cluster.connect("bob")
+        _, hist = await bob.subscribe(room, since=acks[4]["seq"])
+        assert ids(hist["messages"]) == ids(acks[5:])
+        assert hist["has_more"] is False
 
 
 # unsubscribe -------------------------------------------------------------------
@@ -670,3 +780,21 @@ async def test_hello_lists_the_users_rooms(cluster: Cluster) -> None:
     assert isinstance(hello["session"], str) and hello["session"]
     other = await cluster.connect("bob")
     assert other.frames[0]["session"] != hello["session"]
+
+
+@BACKENDS
+async def test_history_misses_nothing_while_persistence_lags(
+    backend: str, tmp_path: Path, services: dict[str, str]
+) -> None:
+    """`history` is "the limit newest messages with seq < before", persisted yet or not."""
+    async with own_cluster(
+        backend, tmp_path, services, PARLEY_ROOM_WINDOW="10", PARLEY_WORKERS=""
+    ) as cluster:
+        room = await group(cluster, "alice", ["bob"])
+        alice = await cluster.connect("alice")
+        acks = [await alice.send_message(room, f"lag {i}") for i in range(30)]
+        bob = await cluster.connect("bob")
+        _, recent = await bob.subscribe(room)
+        assert ids(recent["messages"]) == ids(acks) and recent["has_more"] is False
+        page = await bob.request("history", "history", room=room, before=acks[20]["seq"], limit=5)
+        assert ids(page["messages"]) == ids(acks[15:20]) and page["has_more"] is True

@@ -669,3 +669,69 @@ async def test_openapi_document_lists_the_dev_token_endpoint(cluster: Cluster) -
     ):
         doc = await resp.json()
     assert "post" in doc["paths"].get("/api/dev/token", {}), sorted(doc["paths"])
+
+
+async def test_dm_room_over_rest(cluster: Cluster) -> None:
+    dm = "dm:alice:bob"
+    ack = await post_message(cluster.api("alice"), dm, "hi bob", "dm-1")
+    assert ack["room"] == dm
+    status, page = await cluster.api("bob").call("GET", f"/api/rooms/{dm}/messages")
+    assert status == 200, page
+    assert [(m["sender"], m["body"]) for m in page["messages"]] == [("alice", "hi bob")]
+    for user in ("carol",):
+        status, body = await cluster.api(user).call("GET", f"/api/rooms/{dm}/messages")
+        assert status == 404, body
+        status, body = await cluster.api(user).call(
+            "POST", f"/api/rooms/{dm}/messages", {"client_id": "x", "body": "intrude"}
+        )
+        assert status == 404, body
+    # the reversed name is not a room
+    status, body = await cluster.api("alice").call(
+        "POST", "/api/rooms/dm:bob:alice/messages", {"client_id": "r", "body": "reversed"}
+    )
+    assert status == 404, body
+    # members of a DM room can't be changed
+    status, body = await cluster.api("alice").call("DELETE", f"/api/rooms/{dm}/members/bob")
+    assert 400 <= status < 500 and status != 401, body
+    status, page = await cluster.api("bob").call("GET", f"/api/rooms/{dm}/messages")
+    assert [m["client_id"] for m in page["messages"]] == ["dm-1"]
+
+
+async def test_removed_then_readded_member_receives_again(cluster: Cluster) -> None:
+    room = room_id()
+    await cluster.api("alice").create_room(room, ["bob", "bob"])
+    status, got = await cluster.api("alice").call("GET", f"/api/rooms/{room}")
+    assert sorted(got["members"]) == ["alice", "bob"]
+    alice = await cluster.connect("alice")
+    bob = await cluster.connect("bob")
+    await bob.subscribe(room)
+    status, _ = await cluster.api("alice").call("DELETE", f"/api/rooms/{room}/members/bob")
+    assert 200 <= status < 300
+    await bob.expect("unsubscribed", room=room)
+    assert (await bob.error("subscribe", room=room))["code"] == "not_member"
+    status, body = await cluster.api("alice").call(
+        "POST", f"/api/rooms/{room}/members", {"user": "bob"}
+    )
+    assert status in (200, 201), body
+    _, hist = await bob.subscribe(room)
+    assert hist["messages"] == []
+    ack = await alice.send_message(room, "welcome back")
+    got_msg = await bob.expect("message", room=room, id=ack["id"])
+    assert got_msg["body"] == "welcome back"
+    mine = await bob.send_message(room, "thanks")
+    await alice.subscribe(room)
+    status, page = await cluster.api("alice").call("GET", f"/api/rooms/{room}/messages")
+    assert [m["id"] for m in page["messages"]] == [ack["id"], mine["id"]]
+
+
+async def test_every_rest_error_has_the_json_error_body(cluster: Cluster) -> None:
+    api = cluster.api("alice")
+    status, body = await api.call("GET", "/api/no-such-endpoint")
+    assert status == 404, body
+    assert_error_body(body, "not_found")
+    status, body = await api.call("PUT", "/api/rooms")
+    assert status == 405, body
+    assert_error_body(body)
+    status, body = await api.call("PATCH", f"/api/rooms/{room_id()}")
+    assert status in (404, 405), body
+    assert_error_body(body)

@@ -23,8 +23,9 @@ def window(logs: RoomLogs, room: str = "r") -> list[int]:
 def test_the_first_record_of_a_send_wins() -> None:
     logs = RoomLogs(window_size=100)
     first = msg(5, "same")
-    assert logs.add(first, 0) == (first, True)
-    assert logs.add(msg(8, "same"), 0) == (first, False)  # the retry stands for the first
+    assert logs.add(first, 0) == (first.ack(), True)
+    # The retry is answered with the first record's id and seq.
+    assert logs.add(msg(8, "same"), 0) == (first.ack(), False)
     assert logs.add(msg(9, "same", sender="bob"), 0)[1] is True  # another sender's id
     assert logs.add(msg(10, "same", room="s"), 0)[1] is True  # another room
     assert window(logs) == [5, 9]
@@ -37,11 +38,12 @@ def test_a_re_read_record_is_never_new() -> None:
     logs = RoomLogs(window_size=100)
     for s in (1, 2, 3):
         assert logs.add(msg(s), 0)[1] is True
-    again = msg(2)
-    assert logs.add(again, 0) == (msg(2), False)
+    assert logs.add(msg(2), 0) == (msg(2).ack(), False)
+    # A re-read of an earlier send's retry still stands for that send.
+    assert logs.add(msg(1, "c3"), 0) == (msg(3).ack(), False)
     # Not above the head and never seen (read before this node started): not new either.
     stranger = msg(0, "unknown")
-    assert logs.add(stranger, 0) == (stranger, False)
+    assert logs.add(stranger, 0) == (stranger.ack(), False)
     assert window(logs) == [1, 2, 3]
     assert logs.pairs == 3
 

@@ -147,6 +147,7 @@ class Node:
         self._readers.append(events)
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
         self._tasks.append(asyncio.create_task(self._expire_loop(), name="expire"))
+        self._tasks.append(asyncio.create_task(self._progress_loop(), name="progress"))
         try:
             await asyncio.wait_for(self.caught_up.wait(), STARTUP_CATCHUP_S)
         except TimeoutError:
@@ -174,6 +175,15 @@ class Node:
                 Event("heartbeat", node=self.node_id, users=tuple(self.hub.users()))
             )
             await asyncio.sleep(interval)
+
+    async def _progress_loop(self) -> None:
+        """Follow how far the store holds the log, so windows trim only what it has."""
+        while True:
+            try:
+                self.rooms.set_persisted(await self.store.persisted(self.messages_topic))
+            except Exception:  # the store is down: keep the windows as they are
+                logger.debug("persist progress unavailable", exc_info=True)
+            await asyncio.sleep(0.5)
 
     async def _expire_loop(self) -> None:
         last_pairs = time.monotonic()

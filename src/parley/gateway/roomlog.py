@@ -42,15 +42,31 @@ class RoomLog:
         return [m for m in self.window if m.seq < seq]
 
 
+# However far persistence lags, a room keeps at most this many messages.
+HARD_WINDOW_CAP = 100_000
+
+
 class RoomLogs:
+    """Windows are trimmed to `window_size`, but only below what the store holds.
+
+    A message leaves the window only once the persistence worker has written
+    it (`set_persisted`), so window + store always cover a room with no gap,
+    however far persistence lags (up to HARD_WINDOW_CAP per room).
+    """
+
     def __init__(self, window_size: int) -> None:
         self._rooms: dict[str, RoomLog] = {}
         self._window_size = window_size
+        self._cap = max(window_size, HARD_WINDOW_CAP)
         self._partition_start: dict[int, int] = {}
+        self._persisted: dict[int, int] = {}
         self.pairs = 0
 
     def set_partition_start(self, partition: int, offset: int) -> None:
         self._partition_start[partition] = offset
+
+    def set_persisted(self, offsets: dict[int, int]) -> None:
+        self._persisted = offsets
 
     def get(self, room: str) -> RoomLog | None:
         return self._rooms.get(room)
@@ -79,10 +95,14 @@ class RoomLogs:
             return first, False
         ack = state.seen[key] = msg.ack()
         self.pairs += 1
-        state.window.append(msg)
-        if len(state.window) > self._window_size:
-            dropped = state.window.popleft()
-            state.coverage = dropped.seq + 1
+        window = state.window
+        window.append(msg)
+        if len(window) > self._window_size:
+            persisted = self._persisted.get(partition, 0)
+            while len(window) > self._window_size and (
+                window[0].seq < persisted or len(window) > self._cap
+            ):
+                state.coverage = window.popleft().seq + 1
         return ack, True
 
     def expire(self, older_than_ms: int) -> int:

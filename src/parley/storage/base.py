@@ -17,7 +17,7 @@ tests/contract/test_store_contract.py:
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from parley.protocol.messages import ChatMessage
@@ -90,8 +90,21 @@ class Store(abc.ABC):
         """True if the user was a member."""
 
     @abc.abstractmethod
-    async def save_messages(self, messages: Sequence[ChatMessage]) -> int:
-        """Persist a batch atomically; return how many rows were new."""
+    async def save_messages(
+        self,
+        messages: Sequence[ChatMessage],
+        progress: tuple[str, Mapping[int, int]] | None = None,
+    ) -> int:
+        """Persist a batch atomically; return how many rows were new.
+
+        `progress` is (topic, next offset per partition) of the batch, saved in
+        the same transaction and never moved back: it says that every message
+        below it is stored.
+        """
+
+    @abc.abstractmethod
+    async def persisted(self, topic: str) -> dict[int, int]:
+        """The next offset per partition below which every message is stored."""
 
     @abc.abstractmethod
     async def history(self, room_id: str, before: int | None, limit: int) -> list[ChatMessage]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -111,17 +111,21 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable(f"postgres: {exc}") from exc
         return changed
 
-    async def save_messages(self, messages: Sequence[ChatMessage]) -> int:
+    async def save_messages(
+        self,
+        messages: Sequence[ChatMessage],
+        progress: tuple[str, Mapping[int, int]] | None = None,
+    ) -> int:
         """One INSERT … SELECT FROM unnest(…) per batch: a round trip per batch, not per row.
 
         unnest keeps the array order, so rows are inserted in (room, seq)
         order and the first record of a retried send is the one kept.
         """
-        if not messages:
+        if not messages and progress is None:
             return 0
-        statements = self._save_statements(messages)
+        statements = self._save_statements(messages, progress)
         _, rows = statements[0]
-        columns = list(zip(*rows, strict=True))
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 7
         insert = (
             "INSERT INTO messages (room_id, id, seq, sender, body, ts_ms, client_id)"
             " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],"
@@ -133,7 +137,8 @@ class PostgresStore(SqlStore):
             async with self._pool.acquire() as conn, conn.transaction():
                 status = await conn.execute(insert, *[list(c) for c in columns])
                 for query, args in statements[1:]:
-                    await conn.executemany(to_dollar(query), args)
+                    if args:
+                        await conn.executemany(to_dollar(query), args)
         except _ERRORS as exc:
             raise StoreUnavailable(f"postgres: {exc}") from exc
         return int(status.rsplit(" ", 1)[-1])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -137,7 +137,11 @@ class SqlStore(Store):
         )
         return changed[0] > 0
 
-    def _save_statements(self, messages: Sequence[ChatMessage]) -> list[Statement]:
+    def _save_statements(
+        self,
+        messages: Sequence[ChatMessage],
+        progress: tuple[str, Mapping[int, int]] | None = None,
+    ) -> list[Statement]:
         ordered = sorted(messages, key=lambda m: (m.room, m.seq))
         statements: list[Statement] = [
             (
@@ -165,13 +169,34 @@ class SqlStore(Store):
                     [(room, u, now) for room, pair in pairs.items() for u in pair],
                 )
             )
+        if progress is not None:
+            topic, offsets = progress
+            statements.append(
+                (
+                    "INSERT INTO persist_progress (topic, partition_id, next_offset)"
+                    " VALUES (?, ?, ?) ON CONFLICT (topic, partition_id) DO UPDATE SET"
+                    " next_offset = CASE WHEN excluded.next_offset > persist_progress.next_offset"
+                    " THEN excluded.next_offset ELSE persist_progress.next_offset END",
+                    [(topic, p, o) for p, o in sorted(offsets.items())],
+                )
+            )
         return statements
 
-    async def save_messages(self, messages: Sequence[ChatMessage]) -> int:
-        if not messages:
+    async def save_messages(
+        self,
+        messages: Sequence[ChatMessage],
+        progress: tuple[str, Mapping[int, int]] | None = None,
+    ) -> int:
+        if not messages and progress is None:
             return 0
-        changed = await self._transaction(self._save_statements(messages))
+        changed = await self._transaction(self._save_statements(messages, progress))
         return changed[0]
+
+    async def persisted(self, topic: str) -> dict[int, int]:
+        rows = await self._fetch(
+            "SELECT partition_id, next_offset FROM persist_progress WHERE topic = ?", topic
+        )
+        return {int(p): int(o) for p, o in rows}
 
     async def history(self, room_id: str, before: int | None, limit: int) -> list[ChatMessage]:
         bound = before if before is not None else 2**62

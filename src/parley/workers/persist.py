@@ -15,7 +15,7 @@ from parley.log.base import GroupConsumer, Log, LogRecord
 from parley.log.records import decode_message, messages_topic
 from parley.metrics import Metrics
 from parley.storage.base import Store, StoreUnavailable
-from parley.workers.runner import run_worker
+from parley.workers.runner import next_offsets, run_worker
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ class PersistWorker:
 
     async def _handle(self, records: list[LogRecord]) -> None:
         messages = [m for m in (decode_message(r) for r in records) if m is not None]
-        n = await self._store.save_messages(messages)
+        progress = (messages_topic(self._prefix), next_offsets(records))
+        n = await self._store.save_messages(messages, progress)
         self._written.value += n
         logger.debug("persisted %d new of %d records", n, len(records))
 
