@@ -13,6 +13,8 @@ from parley.gateway.session import Session, Subscription
 from parley.gateway.writer import text_frame
 from parley.protocol.messages import ChatMessage
 
+MAX_JOIN_BUFFER = 10_000
+
 
 class Hub:
     def __init__(self) -> None:
@@ -91,6 +93,11 @@ class Hub:
             sub = session.subscriptions[msg.room]
             if sub.joining:
                 sub.buffer.append(msg)
+                if len(sub.buffer) > MAX_JOIN_BUFFER:
+                    # History is taking too long for this room's traffic: the
+                    # session resumes with `since` rather than grow without bound.
+                    sub.buffer.clear()
+                    session.close(1008, "too slow to join: resume with since")
             elif msg.seq > sub.last_seq:
                 if frame is None:
                     frame = text_frame(msg.frame_json())

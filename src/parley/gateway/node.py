@@ -16,9 +16,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from parley.config import Settings
 from parley.gateway.hub import Hub
@@ -55,6 +54,7 @@ logger = logging.getLogger(__name__)
 EVENTS_RETENTION_MS = 3600 * 1000
 EVENT_PARTITIONS = 4
 STARTUP_CATCHUP_S = 120.0
+ROOMS_CACHE_S = 30.0
 
 
 class NotMember(Exception):
@@ -86,7 +86,11 @@ class Node:
         self.event_partitions = EVENT_PARTITIONS
         # (room, sender, client_id) -> when it was produced, and who waits for its ack
         self._pending: dict[tuple[str, str, str], tuple[float, list[AckWaiter]]] = {}
+        # Local users' rooms, both ways, for presence; and others' rooms, cached.
         self._user_rooms: dict[str, set[str]] = {}
+        self._room_users: dict[str, set[str]] = {}
+        self._rooms_cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._changes: asyncio.Queue[Change] = asyncio.Queue()
         self._readers: list[TailReader] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._ends: dict[int, int] = {}
@@ -148,6 +152,7 @@ class Node:
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
         self._tasks.append(asyncio.create_task(self._expire_loop(), name="expire"))
         self._tasks.append(asyncio.create_task(self._progress_loop(), name="progress"))
+        self._tasks.append(asyncio.create_task(self._announce_loop(), name="presence"))
         try:
             await asyncio.wait_for(self.caught_up.wait(), STARTUP_CATCHUP_S)
         except TimeoutError:
@@ -192,7 +197,7 @@ class Node:
             try:
                 now = time.monotonic()
                 self._expire_pending(now)
-                await self._announce(self.presence.expire(now))
+                self._queue_changes(self.presence.expire(now))
                 if now - last_pairs > 60:
                     last_pairs = now
                     cutoff = int(time.time() * 1000) - self.settings.idempotency_window_s * 1000
@@ -251,47 +256,73 @@ class Node:
                     event.user,
                 )
             elif event.kind == "presence":
-                self._spawn(
-                    self._announce(
-                        self.presence.on_status(event.node, event.user, event.status, now)
-                    )
+                self._queue_changes(
+                    self.presence.on_status(event.node, event.user, event.status, now)
                 )
             elif event.kind == "heartbeat":
-                self._spawn(
-                    self._announce(self.presence.on_heartbeat(event.node, event.users, now))
-                )
+                self._queue_changes(self.presence.on_heartbeat(event.node, event.users, now))
             elif event.kind == "member":
                 self._on_member_event(event)
             elif event.kind == "device":
                 self._on_device_claim(event)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.append(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._tasks.remove(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("background task failed", exc_info=task.exception())
-
     # Presence --------------------------------------------------------------------
 
-    async def _announce(self, changes: list[Change]) -> None:
-        """Tell local users who share a room with each user whose status changed."""
-        for user, status in changes:
-            if not self._user_rooms:
-                return
+    def _queue_changes(self, changes: list[Change]) -> None:
+        for change in changes:
+            self._changes.put_nowait(change)
+
+    async def _announce_loop(self) -> None:
+        """One announcer, so status changes reach clients in the order they happened."""
+        while True:
+            user, status = await self._changes.get()
             try:
-                rooms = {r.id for r in await self.store.rooms_of(user)}
-            except StoreUnavailable:
-                continue
-            frame = encode({"type": "presence", "user": user, "status": status})
-            for local, local_rooms in list(self._user_rooms.items()):
-                if local != user and local_rooms & rooms:
-                    for session in self.hub.sessions_of(local):
-                        session.writer.send_json(frame)
+                await self._announce(user, status)
+            except Exception:
+                logger.exception("presence of %s not announced", user)
+
+    async def _rooms_of(self, user: str) -> frozenset[str]:
+        """A user's rooms, cached: a reconnect storm costs a query per user, not per event."""
+        cached = self._rooms_cache.get(user)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < ROOMS_CACHE_S:
+            return cached[1]
+        rooms = frozenset(r.id for r in await self.store.rooms_of(user))
+        self._rooms_cache[user] = (now, rooms)
+        return rooms
+
+    async def _announce(self, user: str, status: str) -> None:
+        """Tell the local users who share a room with `user` that its status changed."""
+        if not self._room_users:
+            return
+        try:
+            rooms = await self._rooms_of(user)
+        except StoreUnavailable:
+            return
+        recipients: set[str] = set()
+        for room in rooms:
+            recipients |= self._room_users.get(room, set())
+        recipients.discard(user)
+        if not recipients:
+            return
+        frame = encode({"type": "presence", "user": user, "status": status})
+        for local in recipients:
+            for session in self.hub.sessions_of(local):
+                session.writer.send_json(frame)
+
+    def _track(self, user: str, room: str) -> None:
+        self._user_rooms.setdefault(user, set()).add(room)
+        self._room_users.setdefault(room, set()).add(user)
+
+    def _untrack(self, user: str, room: str) -> None:
+        rooms = self._user_rooms.get(user)
+        if rooms is not None:
+            rooms.discard(room)
+        users = self._room_users.get(room)
+        if users is not None:
+            users.discard(user)
+            if not users:
+                del self._room_users[room]
 
     # Sessions --------------------------------------------------------------------
 
@@ -312,7 +343,10 @@ class Node:
                 )
             )
         first = self.hub.add(session)
-        self._user_rooms[session.user] = {r.id for r in rooms}
+        if first:
+            self._user_rooms.setdefault(session.user, set())
+            for r in rooms:
+                self._track(session.user, r.id)
         session.writer.send_json(
             encode(
                 {
@@ -344,7 +378,8 @@ class Node:
 
     def session_closed(self, session: Session) -> None:
         if self.hub.remove(session):
-            self._user_rooms.pop(session.user, None)
+            for room in list(self._user_rooms.pop(session.user, ())):
+                self._untrack(session.user, room)
             self._produce_event(
                 Event("presence", user=session.user, node=self.node_id, status="offline")
             )
@@ -363,13 +398,14 @@ class Node:
 
     def _on_member_event(self, event: Event) -> None:
         self.membership.invalidate(event.room)
-        rooms = self._user_rooms.get(event.user)
+        self._rooms_cache.pop(event.user, None)
+        local = event.user in self._user_rooms
         if event.status == "added":
-            if rooms is not None:
-                rooms.add(event.room)
+            if local:
+                self._track(event.user, event.room)
             return
-        if rooms is not None:
-            rooms.discard(event.room)
+        if local:
+            self._untrack(event.user, event.room)
         for session in self.hub.sessions_of(event.user):
             if self.hub.leave(session, event.room):
                 session.writer.send_json(encode({"type": "unsubscribed", "room": event.room}))

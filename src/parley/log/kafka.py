@@ -44,6 +44,7 @@ from parley.log.base import (
 logger = logging.getLogger(__name__)
 
 _Report = tuple[asyncio.Future[Delivered], Any, int, int]
+BATCHES_IN_FLIGHT = 8  # tail batches handed to the loop and not yet handled
 
 
 def _to_records(messages: list[Any]) -> list[LogRecord]:
@@ -239,6 +240,7 @@ class _KafkaTail(TailReader):
         self._running = False
         self._ends: dict[int, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight = threading.Semaphore(BATCHES_IN_FLIGHT)
 
     async def start(self) -> dict[int, int]:
         self._loop = asyncio.get_running_loop()
@@ -298,8 +300,19 @@ class _KafkaTail(TailReader):
             if messages:
                 records = _to_records(messages)
                 if records and not self._loop.is_closed():
-                    self._loop.call_soon_threadsafe(self._handler, records)
+                    # Backpressure: at most a few batches wait for the loop, so
+                    # a busy loop (a long read-back at start) slows the reader
+                    # instead of piling batches up in memory.
+                    while self._running and not self._in_flight.acquire(timeout=0.1):
+                        pass
+                    self._loop.call_soon_threadsafe(self._deliver, records)
         self._consumer.close()
+
+    def _deliver(self, records: list[LogRecord]) -> None:
+        try:
+            self._handler(records)
+        finally:
+            self._in_flight.release()
 
     async def stop(self) -> None:
         self._running = False
