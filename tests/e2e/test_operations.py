@@ -221,3 +221,36 @@ async def test_embedded_node_keeps_seqs_and_idempotency_across_a_restart(
         assert [m["client_id"] for m in hist["messages"]] == ["k1", "k2"]
     finally:
         await cluster.close()
+
+
+async def test_a_database_that_goes_away_gets_internal_errors_and_delivery_goes_on(
+    tmp_path: Path, services: dict[str, str]
+) -> None:
+    import asyncpg
+
+    async with pg_database(services["db"]) as db:
+        cluster = await _cluster("kafka", 1, tmp_path, services["kafka"], db)
+        try:
+            await cluster.api("alice").create_room("outage", ["bob"])
+            alice = await cluster.connect("alice")
+            bob = await cluster.connect("bob")
+            await bob.subscribe("outage")
+            await alice.send_message("outage", "before")
+            admin = await asyncpg.connect(services["db"])
+            try:
+                await admin.execute(f'DROP DATABASE "{db.rsplit("/", 1)[1]}" WITH (FORCE)')
+            finally:
+                await admin.close()
+            err = await bob.error("history", room="outage")
+            assert err["code"] == "internal"
+            status, body = await cluster.api("alice").call("GET", "/api/rooms")
+            assert status == 503 and body["error"]["code"] == "internal"
+            status, ready = await cluster.api("alice").call("GET", "/readyz")
+            assert status == 503 and ready["database"] is False
+            # The send path needs no database: delivery goes on.
+            ack = await alice.send_message("outage", "during")
+            got = await bob.expect("message", id=ack["id"])
+            assert got["body"] == "during"
+            assert (await bob.request("ping", "pong"))["type"] == "pong"
+        finally:
+            await cluster.close()
