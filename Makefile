@@ -17,9 +17,10 @@ install: $(STAMP)
 run: install
 	@echo
 	@echo "  Parley dev node on http://127.0.0.1:8000 (embedded log, SQLite in ./.parley)"
-	@echo "  Get a token:   $(BIN)/parley token alice --dev"
-	@echo "            or:  curl -s -XPOST http://127.0.0.1:8000/api/dev/token -d '{\"user\":\"alice\"}'"
-	@echo "  Connect:       ws://127.0.0.1:8000/ws?token=<token>&room=general"
+	@echo "  Get a token (and a seat in the room 'general'):"
+	@echo "      curl -s -XPOST http://127.0.0.1:8000/api/dev/token -d '{\"user\":\"alice\"}'"
+	@echo "  or, without joining a room:  $(BIN)/parley token alice --dev"
+	@echo "  Connect:  ws://127.0.0.1:8000/ws?token=<token>&room=general   (or open http://127.0.0.1:8000/)"
 	@echo
 	@$(BIN)/parley serve --dev
 

@@ -26,10 +26,11 @@ from parley.gateway.openapi import OPENAPI
 from parley.gateway.rest import NODE, ApiError, add_routes, error_response
 from parley.log.base import LogUnavailable
 from parley.protocol.names import dm_room, is_user_id
-from parley.storage.base import StoreUnavailable
+from parley.storage.base import RoomExists, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
+DEV_ROOM = "general"
 VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("verifier", TokenVerifier)
 Handler = Callable[[web.Request], Awaitable[StreamResponse]]
 
@@ -151,7 +152,14 @@ def dev_token_handler(secret: str, issuer: str | None, audience: str | None) -> 
         if not isinstance(user, str) or not is_user_id(user):
             return error_response(400, "bad_request", "user must match [A-Za-z0-9_.-]{1,64}")
         token = issue_token(secret, user, issuer=issuer, audience=audience)
-        return web.json_response({"token": token})
+        # A dev node is for trying Parley out: everyone who signs in there is
+        # in the "general" room, so the first two users can talk at once.
+        node = request.app[NODE]
+        try:
+            await node.create_room(DEV_ROOM, "General", user, [])
+        except RoomExists:
+            await node.add_member(DEV_ROOM, user)
+        return web.json_response({"token": token, "room": DEV_ROOM})
 
     return dev_token
 
