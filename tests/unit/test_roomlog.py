@@ -59,6 +59,7 @@ def test_coverage_starts_at_the_partitions_start_offset() -> None:
 def test_window_eviction_moves_coverage() -> None:
     logs = RoomLogs(window_size=3)
     logs.set_partition_start(0, 10)
+    logs.set_persisted({0: 1000})  # the store holds everything: trim freely
     for s in (11, 13, 14):
         logs.add(msg(s), 0)
     state = logs.get("r")
@@ -72,6 +73,22 @@ def test_window_eviction_moves_coverage() -> None:
     assert (state.coverage, window(logs)) == (14, [14, 17, 20])
     # Everything at or above coverage is in the window.
     assert all(m.seq >= state.coverage for m in state.window)
+
+
+def test_the_window_keeps_what_the_store_does_not_have_yet() -> None:
+    logs = RoomLogs(window_size=2)
+    logs.set_partition_start(0, 0)
+    for s in range(6):
+        logs.add(msg(s), 0)
+    state = logs.get("r")
+    assert state is not None
+    assert (state.coverage, window(logs)) == (0, [0, 1, 2, 3, 4, 5]), "nothing persisted yet"
+    logs.set_persisted({0: 3})
+    logs.add(msg(6), 0)
+    assert (state.coverage, window(logs)) == (3, [3, 4, 5, 6]), "trimmed only below the store"
+    logs.set_persisted({0: 7})
+    logs.add(msg(7), 0)
+    assert (state.coverage, window(logs)) == (6, [6, 7])
 
 
 def test_after_and_before_read_the_window() -> None:

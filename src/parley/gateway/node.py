@@ -20,11 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from parley.config import Settings
+from parley.gateway import history
 from parley.gateway.hub import Hub
 from parley.gateway.membership import Membership
-from parley.gateway.presence import Change, Presence
+from parley.gateway.presence import Presence
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.roomlog import RoomLog, RoomLogs
+from parley.gateway.roster import Roster
 from parley.gateway.session import Session
 from parley.gateway.writer import Flusher
 from parley.log.base import (
@@ -54,7 +56,6 @@ logger = logging.getLogger(__name__)
 EVENTS_RETENTION_MS = 3600 * 1000
 EVENT_PARTITIONS = 4
 STARTUP_CATCHUP_S = 120.0
-ROOMS_CACHE_S = 30.0
 
 
 class NotMember(Exception):
@@ -86,11 +87,7 @@ class Node:
         self.event_partitions = EVENT_PARTITIONS
         # (room, sender, client_id) -> when it was produced, and who waits for its ack
         self._pending: dict[tuple[str, str, str], tuple[float, list[AckWaiter]]] = {}
-        # Local users' rooms, both ways, for presence; and others' rooms, cached.
-        self._user_rooms: dict[str, set[str]] = {}
-        self._room_users: dict[str, set[str]] = {}
-        self._rooms_cache: dict[str, tuple[float, frozenset[str]]] = {}
-        self._changes: asyncio.Queue[Change] = asyncio.Queue()
+        self.roster = Roster(store, self.hub)
         self._readers: list[TailReader] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._ends: dict[int, int] = {}
@@ -152,7 +149,7 @@ class Node:
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
         self._tasks.append(asyncio.create_task(self._expire_loop(), name="expire"))
         self._tasks.append(asyncio.create_task(self._progress_loop(), name="progress"))
-        self._tasks.append(asyncio.create_task(self._announce_loop(), name="presence"))
+        self._tasks.append(asyncio.create_task(self.roster.run(), name="presence"))
         try:
             await asyncio.wait_for(self.caught_up.wait(), STARTUP_CATCHUP_S)
         except TimeoutError:
@@ -197,7 +194,7 @@ class Node:
             try:
                 now = time.monotonic()
                 self._expire_pending(now)
-                self._queue_changes(self.presence.expire(now))
+                self.roster.queue(self.presence.expire(now))
                 if now - last_pairs > 60:
                     last_pairs = now
                     cutoff = int(time.time() * 1000) - self.settings.idempotency_window_s * 1000
@@ -256,73 +253,15 @@ class Node:
                     event.user,
                 )
             elif event.kind == "presence":
-                self._queue_changes(
+                self.roster.queue(
                     self.presence.on_status(event.node, event.user, event.status, now)
                 )
             elif event.kind == "heartbeat":
-                self._queue_changes(self.presence.on_heartbeat(event.node, event.users, now))
+                self.roster.queue(self.presence.on_heartbeat(event.node, event.users, now))
             elif event.kind == "member":
                 self._on_member_event(event)
             elif event.kind == "device":
                 self._on_device_claim(event)
-
-    # Presence --------------------------------------------------------------------
-
-    def _queue_changes(self, changes: list[Change]) -> None:
-        for change in changes:
-            self._changes.put_nowait(change)
-
-    async def _announce_loop(self) -> None:
-        """One announcer, so status changes reach clients in the order they happened."""
-        while True:
-            user, status = await self._changes.get()
-            try:
-                await self._announce(user, status)
-            except Exception:
-                logger.exception("presence of %s not announced", user)
-
-    async def _rooms_of(self, user: str) -> frozenset[str]:
-        """A user's rooms, cached: a reconnect storm costs a query per user, not per event."""
-        cached = self._rooms_cache.get(user)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < ROOMS_CACHE_S:
-            return cached[1]
-        rooms = frozenset(r.id for r in await self.store.rooms_of(user))
-        self._rooms_cache[user] = (now, rooms)
-        return rooms
-
-    async def _announce(self, user: str, status: str) -> None:
-        """Tell the local users who share a room with `user` that its status changed."""
-        if not self._room_users:
-            return
-        try:
-            rooms = await self._rooms_of(user)
-        except StoreUnavailable:
-            return
-        recipients: set[str] = set()
-        for room in rooms:
-            recipients |= self._room_users.get(room, set())
-        recipients.discard(user)
-        if not recipients:
-            return
-        frame = encode({"type": "presence", "user": user, "status": status})
-        for local in recipients:
-            for session in self.hub.sessions_of(local):
-                session.writer.send_json(frame)
-
-    def _track(self, user: str, room: str) -> None:
-        self._user_rooms.setdefault(user, set()).add(room)
-        self._room_users.setdefault(room, set()).add(user)
-
-    def _untrack(self, user: str, room: str) -> None:
-        rooms = self._user_rooms.get(user)
-        if rooms is not None:
-            rooms.discard(room)
-        users = self._room_users.get(room)
-        if users is not None:
-            users.discard(user)
-            if not users:
-                del self._room_users[room]
 
     # Sessions --------------------------------------------------------------------
 
@@ -344,9 +283,7 @@ class Node:
             )
         first = self.hub.add(session)
         if first:
-            self._user_rooms.setdefault(session.user, set())
-            for r in rooms:
-                self._track(session.user, r.id)
+            self.roster.add_user(session.user, [r.id for r in rooms])
         session.writer.send_json(
             encode(
                 {
@@ -378,8 +315,7 @@ class Node:
 
     def session_closed(self, session: Session) -> None:
         if self.hub.remove(session):
-            for room in list(self._user_rooms.pop(session.user, ())):
-                self._untrack(session.user, room)
+            self.roster.remove_user(session.user)
             self._produce_event(
                 Event("presence", user=session.user, node=self.node_id, status="offline")
             )
@@ -398,14 +334,10 @@ class Node:
 
     def _on_member_event(self, event: Event) -> None:
         self.membership.invalidate(event.room)
-        self._rooms_cache.pop(event.user, None)
-        local = event.user in self._user_rooms
         if event.status == "added":
-            if local:
-                self._track(event.user, event.room)
+            self.roster.joined(event.user, event.room)
             return
-        if local:
-            self._untrack(event.user, event.room)
+        self.roster.left(event.user, event.room)
         for session in self.hub.sessions_of(event.user):
             if self.hub.leave(session, event.room):
                 session.writer.send_json(encode({"type": "unsubscribed", "room": event.room}))
@@ -518,32 +450,11 @@ class Node:
     async def page(
         self, room: str, before: int | None, limit: int
     ) -> tuple[list[ChatMessage], bool]:
-        """The `limit` newest messages with seq < before: the window, then the store."""
-        state = self._room_log(room)
-        window = state.before(before)
-        coverage = state.coverage
-        if len(window) > limit:
-            return window[-limit:], True
-        need = limit - len(window)
-        bound = coverage if before is None else min(before, coverage)
-        rows = await self.store.history(room, bound, need + 1)
-        has_more = len(rows) > need
-        rows = rows[max(0, len(rows) - need) :] if need else []
-        return rows + window, has_more
+        return await history.page(self.store, self._room_log(room), room, before, limit)
 
     async def resume(self, room: str, since: int) -> tuple[list[ChatMessage], bool]:
-        """Every message with seq > since, or the newest `replay_cap` of them."""
         cap = self.settings.replay_cap
-        state = self._room_log(room)
-        window = state.after(since)
-        coverage = state.coverage
-        stored: list[ChatMessage] = []
-        if since + 1 < coverage and len(window) <= cap:
-            stored = await self.store.range(room, since, coverage, cap + 1 - len(window))
-        found = stored + window
-        if len(found) > cap:
-            return found[-cap:], True
-        return found, False
+        return await history.resume(self.store, self._room_log(room), room, since, cap)
 
     async def subscribe(
         self, session: Session, room: str, since: int | None, ref: str | None

@@ -1,0 +1,107 @@
+"""Who to tell when someone's presence changes: the local side of presence.
+
+`Presence` (presence.py) decides who is online cluster-wide; the roster knows
+which local users share a room with whom, and sends the `presence` frames.
+One announcer task works through the changes in order, so a client never
+sees an old status after a newer one; a user's rooms are cached, so a
+reconnect storm costs each node one query per user rather than per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from parley.gateway.hub import Hub
+from parley.gateway.presence import Change
+from parley.protocol.messages import encode
+from parley.storage.base import Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+ROOMS_CACHE_S = 30.0
+
+
+class Roster:
+    def __init__(self, store: Store, hub: Hub) -> None:
+        self._store = store
+        self._hub = hub
+        self._user_rooms: dict[str, set[str]] = {}  # local users -> their rooms
+        self._room_users: dict[str, set[str]] = {}  # room -> its local users
+        self._rooms_cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._changes: asyncio.Queue[Change] = asyncio.Queue()
+
+    # Local users ------------------------------------------------------------------
+
+    def add_user(self, user: str, rooms: list[str]) -> None:
+        self._user_rooms.setdefault(user, set())
+        for room in rooms:
+            self.joined(user, room)
+
+    def remove_user(self, user: str) -> None:
+        for room in list(self._user_rooms.pop(user, ())):
+            self._drop(user, room)
+
+    def joined(self, user: str, room: str) -> None:
+        """A membership change: only users connected here are tracked."""
+        self._rooms_cache.pop(user, None)
+        rooms = self._user_rooms.get(user)
+        if rooms is not None:
+            rooms.add(room)
+            self._room_users.setdefault(room, set()).add(user)
+
+    def left(self, user: str, room: str) -> None:
+        self._rooms_cache.pop(user, None)
+        rooms = self._user_rooms.get(user)
+        if rooms is not None:
+            rooms.discard(room)
+            self._drop(user, room)
+
+    def _drop(self, user: str, room: str) -> None:
+        users = self._room_users.get(room)
+        if users is not None:
+            users.discard(user)
+            if not users:
+                del self._room_users[room]
+
+    # Announcing -----------------------------------------------------------------
+
+    def queue(self, changes: list[Change]) -> None:
+        for change in changes:
+            self._changes.put_nowait(change)
+
+    async def run(self) -> None:
+        while True:
+            user, status = await self._changes.get()
+            try:
+                await self._announce(user, status)
+            except Exception:
+                logger.exception("presence of %s not announced", user)
+
+    async def _rooms_of(self, user: str) -> frozenset[str]:
+        cached = self._rooms_cache.get(user)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < ROOMS_CACHE_S:
+            return cached[1]
+        rooms = frozenset(r.id for r in await self._store.rooms_of(user))
+        self._rooms_cache[user] = (now, rooms)
+        return rooms
+
+    async def _announce(self, user: str, status: str) -> None:
+        if not self._room_users:
+            return
+        try:
+            rooms = await self._rooms_of(user)
+        except StoreUnavailable:
+            return
+        recipients: set[str] = set()
+        for room in rooms:
+            recipients |= self._room_users.get(room, set())
+        recipients.discard(user)
+        if not recipients:
+            return
+        frame = encode({"type": "presence", "user": user, "status": status})
+        for local in recipients:
+            for session in self._hub.sessions_of(local):
+                session.writer.send_json(frame)
