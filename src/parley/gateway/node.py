@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from parley.config import Settings
@@ -348,24 +348,26 @@ class Node:
 
     async def create_room(self, room_id: str, name: str, owner: str, members: list[str]) -> Room:
         room = await self.store.create_room(room_id, name, owner, members)
-        self.membership.invalidate(room_id)
-        for user in room.members:
-            self._produce_event(Event("member", room=room_id, user=user, status="added"))
+        self._members_changed(room_id, room.members, "added")
         return room
 
     async def add_member(self, room_id: str, user: str) -> bool:
         added = await self.store.add_member(room_id, user)
         if added:
-            self.membership.invalidate(room_id)
-            self._produce_event(Event("member", room=room_id, user=user, status="added"))
+            self._members_changed(room_id, [user], "added")
         return added
 
     async def remove_member(self, room_id: str, user: str) -> bool:
         removed = await self.store.remove_member(room_id, user)
         if removed:
-            self.membership.invalidate(room_id)
-            self._produce_event(Event("member", room=room_id, user=user, status="removed"))
+            self._members_changed(room_id, [user], "removed")
         return removed
+
+    def _members_changed(self, room: str, users: Sequence[str], status: str) -> None:
+        """After a committed change: this node's cache now, every node's through the log."""
+        self.membership.invalidate(room)
+        for user in users:
+            self._produce_event(Event("member", room=room, user=user, status=status))
 
     def _produce_event(self, event: Event) -> bool:
         try:

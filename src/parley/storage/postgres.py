@@ -62,13 +62,6 @@ class PostgresStore(SqlStore):
             await self._pool.close()
             self._pool = None
 
-    async def ping(self) -> bool:
-        try:
-            await self._fetch("SELECT 1")
-            return True
-        except StoreUnavailable:
-            return False
-
     async def _fetch(self, query: str, *args: Any) -> list[Row]:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not started")

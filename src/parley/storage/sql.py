@@ -14,7 +14,7 @@ from typing import Any
 
 from parley.protocol.messages import ChatMessage
 from parley.protocol.names import dm_members
-from parley.storage.base import Room, RoomExists, RoomSummary, Store
+from parley.storage.base import Room, RoomExists, RoomSummary, Store, StoreUnavailable
 
 Row = tuple[Any, ...]
 Statement = tuple[str, Sequence[Sequence[Any]]]  # a query and the argument rows to run it with
@@ -64,6 +64,13 @@ class SqlStore(Store):
         With `all_or_nothing`, a first statement that changes no row rolls the
         transaction back and the rest do not run (create-if-absent).
         """
+
+    async def ping(self) -> bool:
+        try:
+            await self._fetch("SELECT 1")
+            return True
+        except StoreUnavailable:
+            return False
 
     async def create_room(
         self, room_id: str, name: str, owner: str, members: Sequence[str]
@@ -199,15 +206,7 @@ class SqlStore(Store):
         return {int(p): int(o) for p, o in rows}
 
     async def history(self, room_id: str, before: int | None, limit: int) -> list[ChatMessage]:
-        bound = before if before is not None else 2**62
-        rows = await self._fetch(
-            f"SELECT {_MSG_COLUMNS} FROM messages WHERE room_id = ? AND seq < ?"
-            " ORDER BY seq DESC LIMIT ?",
-            room_id,
-            bound,
-            limit,
-        )
-        return [_message(r) for r in reversed(rows)]
+        return await self.range(room_id, -1, before, limit)
 
     async def range(
         self, room_id: str, after: int, before: int | None, limit: int

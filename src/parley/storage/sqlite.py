@@ -84,13 +84,6 @@ class SqliteStore(SqlStore):
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
 
-    async def ping(self) -> bool:
-        try:
-            await self._fetch("SELECT 1")
-            return True
-        except StoreUnavailable:
-            return False
-
     async def _fetch(self, query: str, *args: Any) -> list[Row]:
         return await self._run(lambda c: list(c.execute(query, args).fetchall()))
 
