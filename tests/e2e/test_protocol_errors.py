@@ -290,6 +290,20 @@ async def test_too_large_body_is_an_error_and_the_connection_stays(cluster: Clus
     await still_open(alice)
 
 
+async def test_a_frame_of_exactly_64_kib_is_accepted_one_byte_more_closes(
+    cluster: Cluster,
+) -> None:
+    alice = await cluster.connect("alice")
+    frame: dict[str, str] = {"type": "ping", "ref": "edge", "pad": ""}
+    frame["pad"] = "p" * (64 * 1024 - len(orjson.dumps(frame)))
+    assert len(orjson.dumps(frame)) == 64 * 1024
+    await alice.send_raw(orjson.dumps(frame).decode())
+    assert (await alice.expect("pong", ref="edge"))["type"] == "pong"
+    frame["pad"] += "p"
+    await alice.send_raw(orjson.dumps(frame).decode())
+    assert await alice.wait_closed(10) == 1009
+
+
 async def test_frame_over_64_kib_closes_with_1009(cluster: Cluster) -> None:
     await cluster.api("alice").create_room("general", ["bob"])
     alice = await cluster.connect("alice")

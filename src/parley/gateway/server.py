@@ -111,8 +111,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     device = request.query.get("device") or None
     if device is not None and len(device) > 64:
         return error_response(400, "bad_request", "device must be at most 64 chars")
+    # aiohttp refuses a message whose size equals max_msg_size; PROTOCOL closes
+    # only one *over* 64 KiB, so the limit given is one byte more.
     ws = web.WebSocketResponse(
-        compress=False, max_msg_size=MAX_FRAME_BYTES, heartbeat=20.0, timeout=5.0
+        compress=False, max_msg_size=MAX_FRAME_BYTES + 1, heartbeat=20.0, timeout=5.0
     )
     await ws.prepare(request)
     transport = request.transport
