@@ -15,9 +15,13 @@ with `since`), so it never makes the fan-out wait or memory grow.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import Callable
 from typing import Protocol
+
+
+logger = logging.getLogger(__name__)
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -55,7 +59,11 @@ class Flusher:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for writer in dirty:
-            writer.flush()
+            try:
+                writer.flush()
+            except Exception:  # one lost socket must not stop the others' flush
+                logger.exception("flushing a session failed")
+                writer.abandon()
 
 
 class SessionWriter:
@@ -104,6 +112,12 @@ class SessionWriter:
         self._queued = 0
         if not self._transport.is_closing():
             self._transport.write(data)
+
+    def abandon(self) -> None:
+        """Drop what is queued and stop queueing: the socket is gone."""
+        self._queue.clear()
+        self._queued = 0
+        self._closed = True
 
     def close(self) -> None:
         """Stop queueing; what is queued is flushed first, so nothing sent is cut."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,19 @@ from parley.storage.base import StoreError, StoreUnavailable
 from parley.storage.sql import Row, SqlStore, Statement, migrations, split_statements
 
 T = TypeVar("T")
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL; the switch takes no busy timeout, so retry while another opens."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class SqliteStore(SqlStore):
@@ -46,8 +60,10 @@ class SqliteStore(SqlStore):
         def open_and_migrate() -> None:
             if self._path != ":memory:":
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(
+                self._path, check_same_thread=False, isolation_level=None, timeout=5.0
+            )
+            _set_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
