@@ -20,7 +20,6 @@ import struct
 from collections.abc import Callable
 from typing import Protocol
 
-
 logger = logging.getLogger(__name__)
 
 
