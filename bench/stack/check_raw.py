@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import WSMsgType, web
-
 from common import WS_PATH, encode_text_frame, message_text, run_with_loop
 from srv_aiohttp_raw import MAX_WRITE_BUFFER, RawHub, RawSession, make_app
 
@@ -42,15 +41,23 @@ class LogCapture(logging.Handler):
 
 
 class Server:
-    def __init__(self, hub: RawHub, compress: bool = False) -> None:
+    def __init__(
+        self,
+        hub: RawHub,
+        compress: bool = False,
+        on_text: Callable[[RawSession, str], Awaitable[None] | None] | None = None,
+    ) -> None:
         self.hub = hub
         self.compress = compress
+        self.on_text = on_text
         self.ended: list[tuple[RawSession, web.Request]] = []
         self.runner: web.AppRunner | None = None
         self.port = 0
 
     async def __aenter__(self) -> Server:
-        app = make_app(self.hub, on_end=lambda s, r: self.ended.append((s, r)), compress=self.compress)
+        app = make_app(
+            self.hub, self.on_text, lambda s, r: self.ended.append((s, r)), self.compress
+        )
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -66,8 +73,8 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{WS_PATH}"
 
-    async def one_session(self, timeout: float = 5.0) -> RawSession:
-        deadline = time.monotonic() + timeout
+    async def one_session(self, within: float = 5.0) -> RawSession:
+        deadline = time.monotonic() + within
         while not self.hub.sessions:
             if time.monotonic() > deadline:
                 raise TimeoutError("no session")
@@ -102,19 +109,19 @@ class RawClient:
         assert self.writer is not None and len(payload) < 126
         self.writer.write(bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
 
-    async def frames_until_eof(self, timeout: float = 5.0) -> list[tuple[int, bytes]]:
+    async def frames_until_eof(self, within: float = 5.0) -> list[tuple[int, bytes]]:
         assert self.reader is not None
-        data = await asyncio.wait_for(self.reader.read(), timeout)  # until EOF
+        data = await asyncio.wait_for(self.reader.read(), within)  # until EOF
         frames: list[tuple[int, bytes]] = []
         pos = 0
         while pos + 2 <= len(data):
             b0, ln = data[pos], data[pos + 1] & 0x7F
             hl = 2
             if ln == 126:
-                ln, hl = int.from_bytes(data[pos + 2:pos + 4], "big"), 4
+                ln, hl = int.from_bytes(data[pos + 2 : pos + 4], "big"), 4
             elif ln == 127:
-                ln, hl = int.from_bytes(data[pos + 2:pos + 10], "big"), 10
-            frames.append((b0 & 0x0F, data[pos + hl:pos + hl + ln]))
+                ln, hl = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
+            frames.append((b0 & 0x0F, data[pos + hl : pos + hl + ln]))
             pos += hl + ln
         return frames
 
@@ -146,6 +153,20 @@ async def check_aiohttp_client_sees_valid_frames() -> None:
         async with Server(hub, compress=compress) as srv, aiohttp.ClientSession() as http:
             async with http.ws_connect(srv.url, compress=15 if compress else 0) as ws:
                 session = await srv.one_session()
+                # aiohttp answers pings only inside receive(): keep a reader running.
+                inbox: asyncio.Queue[aiohttp.WSMessage] = asyncio.Queue()
+
+                async def reader(
+                    ws: aiohttp.ClientWebSocketResponse = ws,
+                    inbox: asyncio.Queue[aiohttp.WSMessage] = inbox,
+                ) -> None:
+                    while True:
+                        msg = await ws.receive()
+                        await inbox.put(msg)
+                        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
+                            return
+
+                reading = asyncio.create_task(reader())
                 own_sent = 0
                 for i, p in enumerate(payloads):
                     hub.publish(encode_text_frame(p.encode()))
@@ -159,18 +180,21 @@ async def check_aiohttp_client_sees_valid_frames() -> None:
                 got: list[str] = []
                 own = 0
                 while len(got) < len(payloads) or own < own_sent:
-                    msg = await asyncio.wait_for(ws.receive(), 5)
+                    msg = await asyncio.wait_for(inbox.get(), 5)
                     if msg.type is not WSMsgType.TEXT:
                         raise AssertionError(f"unexpected {msg.type}")
                     if msg.data == "own":
                         own += 1
                     else:
                         got.append(msg.data)
+                reading.cancel()
                 ext = ws._response.headers.get("Sec-WebSocket-Extensions") if ws._response else None
+                deflate = "on" if compress else "off"
                 report(
-                    f"aiohttp client receives raw frames (permessage-deflate {'on' if compress else 'off'})",
+                    f"aiohttp client receives raw frames (permessage-deflate {deflate})",
                     got == payloads and own == own_sent and not ws.closed,
-                    f"{len(got)} raw text frames (7/16/64-bit lengths, up to 200 kB) equal and in order, "
+                    f"{len(got)} raw text frames (7/16/64-bit lengths, up to 200 kB) "
+                    "equal and in order, "
                     f"{own} aiohttp send_str frames interleaved, 0.05 s heartbeat pings answered, "
                     f"negotiated extensions: {ext}",
                 )
@@ -190,45 +214,98 @@ async def check_close_ordering() -> None:
         client.send(0x8, (1001).to_bytes(2, "big"))
         frames = await client.frames_until_eof()
         await closing
-        report("session.close() flushes queue before close frame", opcodes(frames) == "Tx100 Cx1",
-               f"client saw: {opcodes(frames)}")
+        report(
+            "session.close() flushes queue before close frame",
+            opcodes(frames) == "Tx100 Cx1",
+            f"client saw: {opcodes(frames)}",
+        )
         client.close()
         await asyncio.sleep(0.05)
 
-        # b) plain ws.close() with frames still queued: they are dropped (ws.closed guard).
+        # b) publish then ws.close() in the same coroutine: the queued frames are
+        #    dropped by the ws.closed guard instead of following the close frame.
         client = RawClient(srv.port)
         await client.connect()
         session = await srv.one_session()
-        for i in range(100):
-            session.enqueue(encode_text_frame(message_text(i).encode()))
-        closing = asyncio.create_task(session.ws.close())
+
+        async def publish_then_close(s: RawSession) -> None:
+            for i in range(100):
+                s.enqueue(encode_text_frame(message_text(i).encode()))
+            await s.ws.close()
+
+        closing = asyncio.create_task(publish_then_close(session))
         await asyncio.sleep(0.05)
         client.send(0x8, (1000).to_bytes(2, "big"))
         frames = await client.frames_until_eof()
         await closing
-        report("ws.close() with queued frames drops them (no data after close)",
-               opcodes(frames) == "Cx1" and session.dropped_frames == 100,
-               f"client saw: {opcodes(frames)}, dropped_frames={session.dropped_frames}")
+        report(
+            "publish then plain ws.close(): queued frames dropped, none after close",
+            opcodes(frames) == "Cx1" and session.dropped_frames == 100,
+            f"client saw: {opcodes(frames)}, dropped_frames={session.dropped_frames}",
+        )
         client.close()
-        await asyncio.sleep(0.05)
 
-        # c) the gotcha: during aiohttp's closing handshake the transport is NOT closing,
-        #    so an is_closing()-only guard would write data frames after the close frame.
-        client = RawClient(srv.port)
-        await client.connect()
-        session = await srv.one_session()
-        closing = asyncio.create_task(session.ws.close())
-        await asyncio.sleep(0.02)  # close frame written, aiohttp now waits for the reply
-        state = f"ws.closed={session.ws.closed} transport.is_closing()={session.transport.is_closing()}"
-        session.transport.write(encode_text_frame(b'{"late":true}'))  # what a naive flush would do
-        await asyncio.sleep(0.02)
-        client.send(0x8, (1000).to_bytes(2, "big"))
-        frames = await client.frames_until_eof()
-        await closing
-        report("is_closing() alone is not a sufficient guard", opcodes(frames) == "Cx1 Tx1",
-               f"{state} while aiohttp awaits the close reply; a raw write then lands after the "
-               f"close frame (RFC 6455 violation): client saw {opcodes(frames)}")
-        client.close()
+
+async def check_close_window() -> None:
+    """ws.close() awaited by the handler itself waits (up to 10 s) for the peer's
+    close frame with the transport still open: is_closing() is False then."""
+    hub = RawHub("session")
+
+    async def on_text(session: RawSession, text: str) -> None:
+        if text == "kick":
+            await session.close(code=1008)
+
+    for guard in ("is_closing", "RawSession"):
+        async with Server(hub, on_text=on_text) as srv:
+            client = RawClient(srv.port)
+            await client.connect()
+            session = await srv.one_session()
+            states: list[str] = []
+            stop = asyncio.Event()
+
+            async def pump(
+                session: RawSession, guard: str, states: list[str], stop: asyncio.Event
+            ) -> None:
+                seq = 0
+                while not stop.is_set():
+                    frame = encode_text_frame(message_text(seq).encode())
+                    if guard == "is_closing":
+                        if not session.transport.is_closing():
+                            session.transport.write(frame)
+                    else:
+                        session.enqueue(frame)
+                    if session.ws.closed and not states:
+                        states.append(
+                            f"ws.closed={session.ws.closed} "
+                            f"transport.is_closing()={session.transport.is_closing()}"
+                        )
+                    seq += 1
+                    await asyncio.sleep(0.005)
+
+            task = asyncio.create_task(pump(session, guard, states, stop))
+            await asyncio.sleep(0.05)
+            client.send(0x1, b"kick")
+            await asyncio.sleep(0.1)  # peer answers the close late
+            client.send(0x8, (1008).to_bytes(2, "big"))
+            frames = await client.frames_until_eof()
+            stop.set()
+            await task
+            order = opcodes(frames)
+            after = order.split("Cx1", 1)[1].strip() if "Cx1" in order else "?"
+            if guard == "is_closing":
+                report(
+                    "is_closing() alone lets data follow the close frame",
+                    bool(after),
+                    f"during the handler's own ws.close(): {states[0] if states else '?'}; "
+                    f"client saw {order} (data after close = RFC 6455 violation)",
+                )
+            else:
+                report(
+                    "RawSession guard (ws.closed) keeps the close frame last",
+                    not after,
+                    f"client saw {order}",
+                )
+            client.close()
 
 
 async def check_client_close_during_broadcast(loop_name: str) -> None:
@@ -263,10 +340,13 @@ async def check_client_close_during_broadcast(loop_name: str) -> None:
             order = opcodes(frames)
             after_close = order.split("Cx1", 1)[1].strip() if "Cx1" in order else "?"
             ok = order.endswith("Cx1") and not loop_errors and not capture.records
-            report("client-initiated close during a broadcast", ok,
-                   f"client saw {order}; frames after server close: {after_close or 'none'}; "
-                   f"session dropped {session.dropped_frames} frames; "
-                   f"log records={capture.messages()[:2]} loop errors={loop_errors[:2]}")
+            report(
+                "client-initiated close during a broadcast",
+                ok,
+                f"client saw {order}; frames after server close: {after_close or 'none'}; "
+                f"session dropped {session.dropped_frames} frames; "
+                f"log records={capture.messages()[:2]} loop errors={loop_errors[:2]}",
+            )
             client.close()
 
             # request.transport after the connection is gone, and writes to a stale transport
@@ -281,9 +361,13 @@ async def check_client_close_during_broadcast(loop_name: str) -> None:
                 outcome = f"{type(exc).__name__}: {exc}"
             await asyncio.sleep(0.01)
             warnings = [m for m in capture.messages() if "socket.send" in m or "closed" in m]
-            report(f"state after connection loss ({loop_name})", True,
-                   f"request.transport={request.transport!r}; cached transport.is_closing()={stale.is_closing()}; "
-                   f"10 writes to it -> {outcome}; log: {warnings[:1] or 'nothing'}")
+            report(
+                f"state after connection loss ({loop_name})",
+                True,
+                f"request.transport={request.transport!r}; "
+                f"cached transport.is_closing()={stale.is_closing()}; "
+                f"10 writes to it -> {outcome}; log: {warnings[:1] or 'nothing'}",
+            )
     finally:
         logging.getLogger().removeHandler(capture)
         loop.set_exception_handler(None)
@@ -295,7 +379,8 @@ async def check_backpressure() -> None:
         client = RawClient(srv.port)
         await client.connect(rcvbuf=4096)  # a consumer that never reads
         session = await srv.one_session()
-        protocol = session.ws._req.protocol if session.ws._req is not None else None  # type: ignore[attr-defined]
+        req = session.ws._req  # type: ignore[attr-defined]
+        protocol = req.protocol if req is not None else None
         chunk = encode_text_frame(b"x" * 60_000)
         sizes: list[int] = []
         paused_seen = False
@@ -311,11 +396,15 @@ async def check_backpressure() -> None:
                 break
         # aiohttp's own writer does not know about our bytes: a send_str() now does not wait,
         # because its _output_size counter only counts frames it wrote itself.
-        report("slow consumer: buffer grows, protocol paused, cut at MAX_WRITE_BUFFER",
-               paused_seen and aborted_at is not None,
-               f"write buffer reached {max(sizes) / 2**20:.1f} MiB (limit {MAX_WRITE_BUFFER / 2**20:.0f} MiB), "
-               f"aiohttp protocol.writing_paused seen={paused_seen}, aborted after {aborted_at} turns, "
-               f"dropped {session.dropped_frames} frames")
+        report(
+            "slow consumer: buffer grows, protocol paused, cut at MAX_WRITE_BUFFER",
+            paused_seen and aborted_at is not None,
+            f"write buffer reached {max(sizes) / 2**20:.1f} MiB "
+            f"(limit {MAX_WRITE_BUFFER / 2**20:.0f} MiB), "
+            f"aiohttp protocol.writing_paused seen={paused_seen}, "
+            f"aborted after {aborted_at} turns, "
+            f"dropped {session.dropped_frames} frames",
+        )
         client.close()
 
 
@@ -337,30 +426,44 @@ async def check_heartbeat() -> None:
         frames = await client.frames_until_eof(5)
         elapsed = time.monotonic() - t0
         await task
-        report("heartbeat: outgoing raw traffic does not keep a mute peer alive",
-               session.transport.is_closing() and 0.2 < elapsed < 1.5,
-               f"closed after {elapsed:.2f} s (heartbeat 0.2 s) with {opcodes(frames)}; aiohttp resets its "
-               "heartbeat only on received data, raw writes are invisible to it; the abort is a plain "
-               "transport.close() (no close frame), so RawSession must check writable before writing")
+        report(
+            "heartbeat: outgoing raw traffic does not keep a mute peer alive",
+            session.transport.is_closing() and 0.2 < elapsed < 1.5,
+            f"closed after {elapsed:.2f} s (heartbeat 0.2 s) with {opcodes(frames)}; "
+            "aiohttp resets its heartbeat only on received data, raw writes are invisible to it; "
+            "the abort is a plain transport.close() (no close frame), "
+            "so RawSession must check writable before writing",
+        )
         client.close()
 
         # b) a normal aiohttp client answers pings: stays up under raw traffic
         async with aiohttp.ClientSession() as http, http.ws_connect(srv.url, autoping=True) as ws:
             await asyncio.sleep(0.05)
             session = next(s for s in hub.sessions)
+            got = 0
+
+            async def reader() -> None:
+                nonlocal got
+                while True:
+                    msg = await ws.receive()  # pongs are sent from inside receive()
+                    if msg.type is not WSMsgType.TEXT:
+                        return
+                    got += 1
+
+            reading = asyncio.create_task(reader())
             n = 0
             end = time.monotonic() + 1.0
             while time.monotonic() < end:
                 hub.publish(encode_text_frame(b'{"t":2}'), [session])
                 n += 1
                 await asyncio.sleep(0.005)
-            got = 0
-            while got < n:
-                msg = await asyncio.wait_for(ws.receive(), 2)
-                assert msg.type is WSMsgType.TEXT, msg
-                got += 1
-            report("heartbeat with a ponging client under raw traffic", got == n and session.writable,
-                   f"{got}/{n} frames over 1 s with 0.2 s heartbeat, still open={session.writable}")
+            await asyncio.sleep(0.1)
+            reading.cancel()
+            report(
+                "heartbeat with a ponging client under raw traffic",
+                got == n and session.writable,
+                f"{got}/{n} frames over 1 s with 0.2 s heartbeat, still open={session.writable}",
+            )
 
 
 async def main(loop_name: str) -> None:
@@ -368,6 +471,7 @@ async def main(loop_name: str) -> None:
     checks: list[Callable[[], Awaitable[None]]] = [
         check_aiohttp_client_sees_valid_frames,
         check_close_ordering,
+        check_close_window,
         lambda: check_client_close_during_broadcast(loop_name),
         check_backpressure,
         check_heartbeat,

@@ -7,6 +7,8 @@ import json
 import os
 import resource
 import struct
+import sys
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -40,7 +42,7 @@ def parse_control(text: str) -> tuple[int, int] | None:
     """Parse a trigger frame: returns (messages, burst) or None."""
     if not text.startswith(CONTROL_PREFIX):
         return None
-    parts = text[len(CONTROL_PREFIX):].split()
+    parts = text[len(CONTROL_PREFIX) :].split()
     if len(parts) != 2:
         return None
     messages, burst = int(parts[0]), int(parts[1])
@@ -76,6 +78,11 @@ def run_with_loop(main: Coroutine[Any, Any, None], loop_name: str) -> None:
         raise ValueError(f"unknown loop {loop_name!r}")
 
 
+def log_event(text: str) -> None:
+    """One diagnostic line on stderr (the runner sends it to the server log)."""
+    print(f"{time.monotonic():.3f} {text}", file=sys.stderr, flush=True)
+
+
 def keep_task(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
     """Start a background task and keep a strong reference until it ends."""
     task = asyncio.get_running_loop().create_task(coro)
@@ -87,7 +94,7 @@ def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all threads), from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
-    fields = stat[stat.rindex(b")") + 2:].split()
+    fields = stat[stat.rindex(b")") + 2 :].split()
     # fields[0] is field 3 (state); utime is field 14, stime field 15.
     ticks = int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")

@@ -57,7 +57,17 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
 class Counter(asyncio.Protocol):
     """One client connection that counts complete data messages."""
 
-    __slots__ = ("worker", "transport", "handshake", "_head", "_open", "_skip", "_partial", "count", "reached")
+    __slots__ = (
+        "_head",
+        "_open",
+        "_partial",
+        "_skip",
+        "count",
+        "handshake",
+        "reached",
+        "transport",
+        "worker",
+    )
 
     def __init__(self, worker: Worker, request: bytes) -> None:
         self.worker = worker
@@ -99,7 +109,7 @@ class Counter(asyncio.Protocol):
         self._open = True
         self.handshake.set_result(None)
         if end + 4 < len(head):
-            self._feed(head[end + 4:])
+            self._feed(head[end + 4 :])
 
     def _feed(self, data: bytes) -> None:
         n = len(data)
@@ -130,7 +140,7 @@ class Counter(asyncio.Protocol):
             elif length == 127:
                 if pos + 10 > n:
                     break
-                length = int.from_bytes(data[pos + 2:pos + 10], "big")
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
                 hl = 10
             else:  # mask bit set: servers must not mask
                 self.worker.errors += 1
@@ -141,7 +151,7 @@ class Counter(asyncio.Protocol):
             if opcode >= 8:  # control frame: needs its payload
                 if pos + hl + length > n:
                     break
-                self._control(opcode, data[pos + hl:pos + hl + length])
+                self._control(opcode, data[pos + hl : pos + hl + length])
             elif b0 & 0x80:  # FIN of a data message
                 count += 1
             pos += hl + length
@@ -198,14 +208,21 @@ class Worker:
                     )
                     await asyncio.wait_for(proto.handshake, 30)
                     self.conns.append(proto)
-                except (OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError) as exc:
                     failures.append(repr(exc))
 
         cpu0, t0 = cpu_self(), time.monotonic()
         await asyncio.gather(*(one() for _ in range(n)))
         t1 = time.monotonic()
-        emit("connected", ok=n - len(failures), failed=len(failures), t0=t0, t1=t1,
-             cpu=cpu_self() - cpu0, first_error=failures[0] if failures else None)
+        emit(
+            "connected",
+            ok=n - len(failures),
+            failed=len(failures),
+            t0=t0,
+            t1=t1,
+            cpu=cpu_self() - cpu0,
+            first_error=failures[0] if failures else None,
+        )
 
     def arm(self, target: int) -> None:
         self.target = target
@@ -223,12 +240,23 @@ class Worker:
         self.reached += 1
         if self.reached >= len(self.conns):
             now = time.monotonic()
-            emit("done", t=now, frames=sum(c.count for c in self.conns),
-                 cpu=cpu_self() - self._arm_cpu, wall=now - self._arm_time)
+            emit(
+                "done",
+                t=now,
+                frames=sum(c.count for c in self.conns),
+                cpu=cpu_self() - self._arm_cpu,
+                wall=now - self._arm_time,
+            )
 
     def status(self) -> None:
-        emit("status", conns=len(self.conns), reached=self.reached,
-             frames=sum(c.count for c in self.conns), lost=self.lost, errors=self.errors)
+        emit(
+            "status",
+            conns=len(self.conns),
+            reached=self.reached,
+            frames=sum(c.count for c in self.conns),
+            lost=self.lost,
+            errors=self.errors,
+        )
 
     async def close_all(self) -> None:
         for c in self.conns:

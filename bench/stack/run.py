@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,9 @@ from common import (
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 HOST = "127.0.0.1"
-LOG_DIR = Path(os.environ.get("STACK_BENCH_LOGS", "/tmp/parley-stack-bench-logs"))
+LOG_DIR = Path(os.environ.get("STACK_BENCH_LOGS", "/tmp/parley-stack-bench-logs")) / time.strftime(
+    "%Y%m%d-%H%M%S"
+)
 #: Scheduling priority of every benchmark process (set by --nice).  On a shared
 #: machine a negative value keeps other work from stealing the measured cores.
 NICE = 0
@@ -59,9 +61,18 @@ QUIET_WAIT = 20.0
 
 
 def child_setup() -> None:
+    """Runs in each server / load-generator child before exec."""
     raise_nofile_limit()
     if NICE:
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
+        # With kernel.sched_autogroup_enabled=1, nice only ranks tasks inside
+        # one session's autogroup; other sessions' autogroups still get an equal
+        # share.  Give the child its own session and set that autogroup's nice.
+        os.setsid()
+        try:
+            Path("/proc/self/autogroup").write_text(str(NICE))
+        except OSError:
+            pass
 
 
 @dataclass(frozen=True)
@@ -73,15 +84,27 @@ class Variant:
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("A", "aiohttp `await ws.send_str()` per recipient", ("srv_aiohttp_naive.py",)),
-    Variant("B", "aiohttp, pre-encoded raw frames, call_soon flush per session",
-            ("srv_aiohttp_raw.py", "--flush", "session")),
-    Variant("B2", "as B, one call_soon flush per loop turn for all sessions",
-            ("srv_aiohttp_raw.py", "--flush", "hub")),
+    Variant(
+        "B",
+        "aiohttp, pre-encoded raw frames, call_soon flush per session",
+        ("srv_aiohttp_raw.py", "--flush", "session"),
+    ),
+    Variant(
+        "B2",
+        "as B, one call_soon flush per loop turn for all sessions",
+        ("srv_aiohttp_raw.py", "--flush", "hub"),
+    ),
     Variant("C", "websockets asyncio server + `broadcast()`", ("srv_websockets.py",)),
-    Variant("D1", "uvicorn(httptools, ws=websockets) + Starlette `send_text`",
-            ("srv_uvicorn.py", "--ws", "websockets")),
-    Variant("D2", "uvicorn(httptools, ws=websockets-sansio) + Starlette `send_text`",
-            ("srv_uvicorn.py", "--ws", "websockets-sansio")),
+    Variant(
+        "D1",
+        "uvicorn(httptools, ws=websockets) + Starlette `send_text`",
+        ("srv_uvicorn.py", "--ws", "websockets"),
+    ),
+    Variant(
+        "D2",
+        "uvicorn(httptools, ws=websockets-sansio) + Starlette `send_text`",
+        ("srv_uvicorn.py", "--ws", "websockets-sansio"),
+    ),
     Variant("E", "picows `transport.send()` per recipient", ("srv_picows.py",)),
 )
 
@@ -102,8 +125,9 @@ class Config:
 
 
 def pin(pid: int, cpu: int) -> None:
-    if len(os.sched_getaffinity(0)) >= 2:
+    if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(pid, {cpu})
+        assert os.sched_getaffinity(pid) == {cpu}
 
 
 def free_port() -> int:
@@ -129,9 +153,21 @@ class Server:
         self.log_path = LOG_DIR / f"server-{variant.key}-{loop}-{tag}.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [PY, str(HERE / variant.argv[0]), *variant.argv[1:],
-             "--host", HOST, "--port", str(self.port), "--loop", loop],
-            cwd=HERE, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                PY,
+                str(HERE / variant.argv[0]),
+                *variant.argv[1:],
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--loop",
+                loop,
+            ],
+            cwd=HERE,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             preexec_fn=child_setup,
         )
         self.pid = self.proc.pid
@@ -166,6 +202,10 @@ class Server:
     def peak_kib(self) -> int:
         return proc_status_kib(self.pid, "VmHWM")
 
+    def log_tail(self, n: int = 400) -> str:
+        self._log.flush()
+        return self.log_path.read_text()[-n:]
+
     def stop(self) -> None:
         stop_process(self.proc)
         self._log.close()
@@ -179,8 +219,13 @@ class WorkerProc:
         self._err = open(LOG_DIR / f"loadgen-{tag}.log", "w")
         self.proc = subprocess.Popen(
             [PY, str(HERE / "loadgen.py"), "--host", HOST, "--port", str(port)],
-            cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
-            text=True, bufsize=1, preexec_fn=child_setup,
+            cwd=HERE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            bufsize=1,
+            preexec_fn=child_setup,
         )
         pin(self.proc.pid, 1)
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -223,7 +268,11 @@ class WorkerProc:
 
 
 class ControlConn:
-    """Blocking WebSocket client used only to send the trigger frame."""
+    """Blocking WebSocket client used only to send the trigger frame.
+
+    A reader thread answers the server's pings: websockets and uvicorn close a
+    connection whose pong is 20 s late, which would silently eat later triggers.
+    """
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection((HOST, port), 5)
@@ -241,15 +290,48 @@ class ControlConn:
             head += chunk
         if not head.startswith(b"HTTP/1.1 101"):
             raise ConnectionError(head[:100])
+        self.sock.settimeout(None)
+        self._lock = threading.Lock()
+        self._buf = head.split(b"\r\n\r\n", 1)[1]
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _frame(self, opcode: int, payload: bytes) -> bytes:
+        assert len(payload) < 126
+        return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+    def _read(self) -> None:
+        buf = self._buf
+        while True:
+            while len(buf) >= 2:
+                length, hl = buf[1] & 0x7F, 2
+                if length == 126:
+                    length, hl = int.from_bytes(buf[2:4], "big"), 4
+                elif length == 127:
+                    length, hl = int.from_bytes(buf[2:10], "big"), 10
+                if len(buf) < hl + length:
+                    break
+                if buf[0] & 0x0F == 0x9:  # ping -> pong
+                    self._send(self._frame(0xA, buf[hl : hl + length]))
+                buf = buf[hl + length :]
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+
+    def _send(self, data: bytes) -> None:
+        with self._lock:
+            self.sock.sendall(data)
 
     def send_text(self, text: str) -> None:
-        payload = text.encode()
-        assert len(payload) < 126
-        self.sock.sendall(bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+        self._send(self._frame(0x1, text.encode()))
 
     def close(self) -> None:
         try:
-            self.sock.sendall(b"\x88\x82\0\0\0\0\x03\xe8")
+            self._send(self._frame(0x8, (1000).to_bytes(2, "big")))
+            self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.sock.close()
@@ -276,6 +358,32 @@ def machine_busy_s() -> float:
         fields = f.readline().split()
     user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(int, fields[1:9])
     return (user + nice + system + steal) / _HZ
+
+
+def per_cpu_ticks() -> dict[str, list[int]]:
+    """Per-CPU /proc/stat counters: user nice system idle iowait irq softirq steal."""
+    out: dict[str, list[int]] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                out[name] = [int(v) for v in vals[:8]]
+    return out
+
+
+def per_cpu_shares(a: dict[str, list[int]], b: dict[str, list[int]]) -> dict[str, dict[str, float]]:
+    """Share of wall time per CPU spent in user+nice, system, softirq+irq, idle."""
+    shares = {}
+    for cpu in a:
+        d = [y - x for x, y in zip(a[cpu], b[cpu], strict=True)]
+        total = sum(d) or 1
+        shares[cpu] = {
+            "user": (d[0] + d[1]) / total,
+            "system": d[2] / total,
+            "softirq": (d[5] + d[6]) / total,
+            "idle": (d[3] + d[4]) / total,
+        }
+    return shares
 
 
 class LoadWatch:
@@ -313,8 +421,10 @@ class LoadWatch:
 # --------------------------------------------------------------------------- phases
 
 
-def connect_all(workers: list[WorkerProc], total: int, concurrency: int, timeout: float) -> list[dict[str, Any]]:
-    for w, n in zip(workers, split(total, len(workers))):
+def connect_all(
+    workers: list[WorkerProc], total: int, concurrency: int, timeout: float
+) -> list[dict[str, Any]]:
+    for w, n in zip(workers, split(total, len(workers)), strict=True):
         w.send(f"connect {n} {concurrency}")
     replies = [w.expect("connected", timeout) for w in workers]
     failed = sum(r["failed"] for r in replies)
@@ -324,8 +434,16 @@ def connect_all(workers: list[WorkerProc], total: int, concurrency: int, timeout
     return replies
 
 
-def trigger(server: Server, workers: list[WorkerProc], ctl: ControlConn,
-            messages: int, burst: int, expected: int, timeout: float, attempts: int = 2) -> dict[str, Any]:
+def trigger(
+    server: Server,
+    workers: list[WorkerProc],
+    ctl: ControlConn,
+    messages: int,
+    burst: int,
+    expected: int,
+    timeout: float,
+    attempts: int = 2,
+) -> dict[str, Any]:
     watch = LoadWatch([server.pid, *(w.proc.pid for w in workers)])
     for attempt in range(1, attempts + 1):
         waited = watch.wait_quiet()
@@ -339,8 +457,15 @@ def trigger(server: Server, workers: list[WorkerProc], ctl: ControlConn,
     return result
 
 
-def _trigger_once(server: Server, workers: list[WorkerProc], ctl: ControlConn,
-                  messages: int, burst: int, expected: int, timeout: float) -> dict[str, Any]:
+def _trigger_once(
+    server: Server,
+    workers: list[WorkerProc],
+    ctl: ControlConn,
+    messages: int,
+    burst: int,
+    expected: int,
+    timeout: float,
+) -> dict[str, Any]:
     for w in workers:
         w.send(f"arm {messages}")
     for w in workers:
@@ -349,6 +474,7 @@ def _trigger_once(server: Server, workers: list[WorkerProc], ctl: ControlConn,
     rss0 = server.rss_kib()
     peak_ok = server.reset_peak()
     cpu0 = server.cpu()
+    stat0 = per_cpu_ticks()
     t0 = time.monotonic()
     ctl.send_text(control_text(messages, burst))
     try:
@@ -357,8 +483,13 @@ def _trigger_once(server: Server, workers: list[WorkerProc], ctl: ControlConn,
         for w in workers:
             w.send("status")
         status = [w.expect("status", 5) for w in workers]
-        raise TimeoutError(f"broadcast incomplete after {timeout}s: {status}") from None
+        raise TimeoutError(
+            f"broadcast incomplete after {timeout}s: {status}; "
+            f"server alive={server.proc.poll() is None} "
+            f"cpu={server.cpu():.2f}s log tail: {server.log_tail()!r}"
+        ) from None
     cpu1 = server.cpu()
+    shares = per_cpu_shares(stat0, per_cpu_ticks())
     elapsed = max(d["t"] for d in dones) - t0
     frames = sum(d["frames"] for d in dones)
     if frames != expected:
@@ -373,6 +504,7 @@ def _trigger_once(server: Server, workers: list[WorkerProc], ctl: ControlConn,
         "server_util": (cpu1 - cpu0) / elapsed,
         "client_util": sum(d["cpu"] for d in dones) / elapsed,
         "peak_growth_mib": (server.peak_kib() - rss0) / 1024 if peak_ok else None,
+        "cpu_shares": shares,
     }
 
 
@@ -382,13 +514,17 @@ def fanout_rep(variant: Variant, loop: str, cfg: Config, rep: int) -> list[dict[
     workers: list[WorkerProc] = []
     ctl: ControlConn | None = None
     try:
-        workers = [WorkerProc(server.port, f"{variant.key}-{loop}-{tag}-{i}") for i in range(cfg.workers)]
+        workers = [
+            WorkerProc(server.port, f"{variant.key}-{loop}-{tag}-{i}") for i in range(cfg.workers)
+        ]
         connect_all(workers, cfg.conns, cfg.concurrency, cfg.timeout)
         ctl = ControlConn(server.port)
         time.sleep(0.2)
-        trigger(server, workers, ctl, 50, 10, 50 * cfg.conns, cfg.timeout)  # warm-up
+        _trigger_once(server, workers, ctl, 50, 10, 50 * cfg.conns, cfg.timeout)  # warm-up
         return [
-            trigger(server, workers, ctl, cfg.messages, burst, cfg.messages * cfg.conns, cfg.timeout)
+            trigger(
+                server, workers, ctl, cfg.messages, burst, cfg.messages * cfg.conns, cfg.timeout
+            )
             for burst in cfg.bursts
         ]
     finally:
@@ -404,7 +540,9 @@ def idle_rep(variant: Variant, loop: str, cfg: Config, rep: int) -> dict[str, An
     server = Server(variant, loop, tag)
     workers: list[WorkerProc] = []
     try:
-        workers = [WorkerProc(server.port, f"{variant.key}-{loop}-{tag}-{i}") for i in range(cfg.workers)]
+        workers = [
+            WorkerProc(server.port, f"{variant.key}-{loop}-{tag}-{i}") for i in range(cfg.workers)
+        ]
         connect_all(workers[:1], 20, 20, cfg.timeout)  # warm code paths
         workers[0].send("close")
         workers[0].expect("closed", 10)
@@ -456,7 +594,7 @@ def machine() -> dict[str, str]:
                 model = line.split(":", 1)[1].strip()
                 break
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": str(os.cpu_count()),
         "cpu": model,
         "kernel": platform.release(),
@@ -473,6 +611,11 @@ def fmt(v: float | None, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def share(row: dict[str, Any], cpu: str, kind: str) -> float | None:
+    shares = row.get("cpu_shares", {}).get(cpu)
+    return None if shares is None else shares[kind] * 100
+
+
 def report(results: dict[str, Any], cfg: Config) -> str:
     m, v = results["machine"], results["versions"]
     lines = [
@@ -481,16 +624,20 @@ def report(results: dict[str, Any], cfg: Config) -> str:
         f"- Python {m['python']}; " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- fan-out: {cfg.conns} connections x {cfg.messages} messages of 200 B, "
         f"{cfg.workers} load-generator processes (raw asyncio Protocol on uvloop) pinned to CPU 1, "
-        "server pinned to CPU 0; median of "
-        f"{cfg.reps} runs (range of frames/s in brackets)",
-        f"- idle: {cfg.idle_conns} connections opened with {cfg.concurrency} handshakes in flight per "
-        "load-generator process",
+        f"server pinned to CPU 0, server and load generators at nice {NICE} in their own "
+        f"autogroups; median of {cfg.reps} runs (range of frames/s in brackets)",
+        "- foreign load = busy CPU of the machine not used by the benchmark processes during the "
+        "measurement, in cores (the machine is shared); "
+        f"a run above {FOREIGN_LIMIT} cores is redone once",
+        f"- idle: {cfg.idle_conns} connections opened with {cfg.concurrency} handshakes "
+        "in flight per load-generator process",
         "",
         "### Fan-out",
         "",
         "| variant | loop | burst | delivered frames/s | server CPU s / 1,000 deliveries | "
-        "server CPU busy | load-gen CPU busy | server peak RSS growth | foreign load (max) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "server CPU busy | CPU 0 softirq | load-gen CPU busy | CPU 1 idle | "
+        "server peak RSS growth | foreign load (max) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, runs in results["fanout"].items():
         variant, loop = key.split("|")
@@ -498,14 +645,17 @@ def report(results: dict[str, Any], cfg: Config) -> str:
             rows = [r for rep in runs if isinstance(rep, list) for r in rep if r["burst"] == burst]
             if not rows:
                 err = next((rep for rep in runs if isinstance(rep, str)), "failed")
-                lines.append(f"| {variant} | {loop} | {burst} | FAILED: {err[:80]} | | | | | |")
+                lines.append(f"| {variant} | {loop} | {burst} | FAILED: {err[:80]} | | | | | | | |")
                 continue
             fps = [r["fps"] for r in rows]
             lines.append(
-                f"| {variant} | {loop} | {burst} | {med(fps):,.0f} [{min(fps):,.0f}–{max(fps):,.0f}] | "
+                f"| {variant} | {loop} | {burst} | "
+                f"{med(fps):,.0f} [{min(fps):,.0f}-{max(fps):,.0f}] | "
                 f"{fmt(med([r['cpu_per_1k_ms'] / 1000 for r in rows]), '.4f')} | "
                 f"{fmt(med([r['server_util'] * 100 for r in rows]), '.0f')}% | "
+                f"{fmt(med([share(r, 'cpu0', 'softirq') for r in rows]), '.0f')}% | "
                 f"{fmt(med([r['client_util'] * 100 for r in rows]), '.0f')}% | "
+                f"{fmt(med([share(r, 'cpu1', 'idle') for r in rows]), '.0f')}% | "
                 f"{fmt(med([r['peak_growth_mib'] for r in rows]), '.1f')} MiB | "
                 f"{max(r['foreign_cores'] for r in rows):.2f} |"
             )
@@ -524,7 +674,8 @@ def report(results: dict[str, Any], cfg: Config) -> str:
             lines.append(f"| {variant} | {loop} | FAILED | | | | | |")
             continue
         lines.append(
-            f"| {variant} | {loop} | {fmt(med([r['rss_per_conn_kib'] for r in rows]), '.1f')} KiB | "
+            f"| {variant} | {loop} | "
+            f"{fmt(med([r['rss_per_conn_kib'] for r in rows]), '.1f')} KiB | "
             f"{fmt(med([r['rss_idle_mib'] for r in rows]), '.0f')} MiB | "
             f"{fmt(med([r['handshakes_per_s'] for r in rows]), ',.0f')} | "
             f"{fmt(med([r['hs_cpu_per_1k_ms'] for r in rows]), '.0f')} | "
@@ -532,40 +683,87 @@ def report(results: dict[str, Any], cfg: Config) -> str:
             f"{max(r['foreign_cores'] for r in rows):.2f} |"
         )
     lines += ["", "Variants:", ""]
-    lines += [f"- **{v.key}**: {v.label}" for v in VARIANTS if any(k.startswith(v.key + "|") for k in results["idle"])]
+    lines += [
+        f"- **{v.key}**: {v.label}"
+        for v in VARIANTS
+        if any(k.startswith(v.key + "|") for k in results["idle"])
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    global NICE, QUIET_WAIT
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variants", default=",".join(v.key for v in VARIANTS))
     parser.add_argument("--loops", default="asyncio,uvloop")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--conns", type=int, default=200)
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--bursts", default="1,50")
     parser.add_argument("--idle-conns", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--skip-idle", action="store_true")
-    parser.add_argument("--nice", type=int, default=-15, help="niceness of the benchmark processes")
-    parser.add_argument("--quiet-wait", type=float, default=20.0,
-                        help="max seconds to wait for foreign load to drop before a measurement")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=-10,
+        help="niceness (and autogroup niceness) of the benchmark processes",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="max seconds to wait for foreign load to drop before a measurement",
+    )
     parser.add_argument("--json", type=Path, help="write raw results here")
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="no measuring: print the report of saved --json files (merged)",
+    )
     args = parser.parse_args()
-    cfg = Config(args.conns, args.messages, [int(b) for b in args.bursts.split(",")], args.idle_conns,
-                 args.concurrency, args.workers, args.reps, args.timeout)
+    if args.from_json:
+        merged: dict[str, Any] = {}
+        for path in args.from_json:
+            data = json.loads(path.read_text())
+            if not merged:
+                merged = data
+            else:
+                merged["fanout"].update(data["fanout"])
+                merged["idle"].update(data["idle"])
+        c = merged["config"]
+        NICE = args.nice
+        print(report(merged, Config(**c)))
+        return
+    cfg = Config(
+        args.conns,
+        args.messages,
+        [int(b) for b in args.bursts.split(",")],
+        args.idle_conns,
+        args.concurrency,
+        args.workers,
+        args.reps,
+        args.timeout,
+    )
     chosen = [v for v in VARIANTS if v.key in args.variants.split(",")]
     loops = args.loops.split(",")
-    global NICE, QUIET_WAIT
     NICE, QUIET_WAIT = args.nice, args.quiet_wait
-    child_setup()
+    raise_nofile_limit()
     pin(os.getpid(), 1)
 
-    results: dict[str, Any] = {"machine": machine(), "versions": versions(), "config": vars(cfg),
-                               "fanout": {}, "idle": {}}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "versions": versions(),
+        "config": vars(cfg),
+        "fanout": {},
+        "idle": {},
+    }
     for loop in loops:
         for variant in chosen:
             key = f"{variant.key}|{loop}"
@@ -576,7 +774,7 @@ def main() -> None:
                     if phase == "idle" and args.skip_idle:
                         continue
                     res: Any = None
-                    for attempt in range(2):
+                    for _attempt in range(2):
                         try:
                             res = fn(variant, loop, cfg, rep)
                         except Exception as exc:  # keep going, report the failure
@@ -584,7 +782,11 @@ def main() -> None:
                         if not (isinstance(res, dict) and res["foreign_cores"] > FOREIGN_LIMIT):
                             break
                     results[phase][key].append(res)
-                    print(f"[{key} rep {rep} {phase}] {json.dumps(res)[:400]}", file=sys.stderr, flush=True)
+                    print(
+                        f"[{key} rep {rep} {phase}] {json.dumps(res)[:400]}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     text = report(results, cfg)
     print(text)
     if args.json:

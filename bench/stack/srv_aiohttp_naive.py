@@ -6,8 +6,15 @@ import argparse
 import asyncio
 
 from aiohttp import WSMsgType, web
-
-from common import WS_PATH, add_server_args, keep_task, message_text, parse_control, run_with_loop
+from common import (
+    WS_PATH,
+    add_server_args,
+    keep_task,
+    log_event,
+    message_text,
+    parse_control,
+    run_with_loop,
+)
 
 
 async def serve(host: str, port: int, backlog: int) -> None:
@@ -16,6 +23,7 @@ async def serve(host: str, port: int, backlog: int) -> None:
 
     async def broadcast(sender: web.WebSocketResponse, messages: int, burst: int) -> None:
         targets = [ws for ws in conns if ws is not sender]
+        log_event(f"broadcast {messages} x {len(targets)} burst {burst} start")
         for seq in range(messages):
             text = message_text(seq)
             for ws in targets:
@@ -25,6 +33,7 @@ async def serve(host: str, port: int, backlog: int) -> None:
                     pass
             if (seq + 1) % burst == 0:
                 await asyncio.sleep(0)
+        log_event("broadcast end")
 
     async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(compress=False)

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
-
 from common import (
     WS_PATH,
     add_server_args,
     encode_text_frame,
     keep_task,
+    log_event,
     message_text,
     parse_control,
     run_with_loop,
@@ -37,9 +38,11 @@ MAX_WRITE_BUFFER = 4 * 1024 * 1024
 class RawSession:
     """One peer whose data frames bypass aiohttp's WebSocketWriter."""
 
-    __slots__ = ("ws", "transport", "hub", "_queue", "_scheduled", "dropped_frames")
+    __slots__ = ("_queue", "_scheduled", "dropped_frames", "hub", "transport", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, hub: RawHub) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport, hub: RawHub
+    ) -> None:
         self.ws = ws
         self.transport = transport
         self.hub = hub
@@ -126,12 +129,14 @@ class RawHub:
             except Exception:  # one broken peer must not starve the others
                 log.exception("flush failed")
 
-    def publish(self, frame: bytes, targets: list[RawSession] | set[RawSession] | None = None) -> None:
+    def publish(
+        self, frame: bytes, targets: list[RawSession] | set[RawSession] | None = None
+    ) -> None:
         for session in self.sessions if targets is None else targets:
             session.enqueue(frame)
 
 
-TextHandler = Callable[[RawSession, str], None]
+TextHandler = Callable[[RawSession, str], Awaitable[None] | None]
 EndHandler = Callable[[RawSession, web.Request], None]
 
 
@@ -154,7 +159,9 @@ def make_app(
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT and on_text is not None:
-                    on_text(session, msg.data)
+                    result = on_text(session, msg.data)
+                    if inspect.isawaitable(result):
+                        await result
         finally:
             hub.sessions.discard(session)
             if on_end is not None:
@@ -172,10 +179,12 @@ async def serve(host: str, port: int, backlog: int, flush_mode: str) -> None:
 
     async def broadcast(sender: RawSession, messages: int, burst: int) -> None:
         targets = [s for s in hub.sessions if s is not sender]
+        log_event(f"broadcast {messages} x {len(targets)} burst {burst} start")
         for seq in range(messages):
             hub.publish(encode_text_frame(message_text(seq).encode()), targets)
             if (seq + 1) % burst == 0:
                 await asyncio.sleep(0)
+        log_event("broadcast end")
 
     def on_text(session: RawSession, text: str) -> None:
         if cmd := parse_control(text):

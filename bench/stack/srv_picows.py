@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from common import (
+    WS_PATH,
+    add_server_args,
+    keep_task,
+    log_event,
+    message_text,
+    parse_control,
+    run_with_loop,
+)
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
-
-from common import WS_PATH, add_server_args, keep_task, message_text, parse_control, run_with_loop
 
 
 async def serve(host: str, port: int, backlog: int) -> None:
@@ -16,12 +23,14 @@ async def serve(host: str, port: int, backlog: int) -> None:
 
     async def broadcast(sender: WSTransport, messages: int, burst: int) -> None:
         targets = [t for t in conns if t is not sender]
+        log_event(f"broadcast {messages} x {len(targets)} burst {burst} start")
         for seq in range(messages):
             payload = message_text(seq).encode()
             for transport in targets:
                 transport.send(WSMsgType.TEXT, payload)
             if (seq + 1) % burst == 0:
                 await asyncio.sleep(0)
+        log_event("broadcast end")
 
     class Listener(WSListener):
         def on_ws_connected(self, transport: WSTransport) -> None:

@@ -6,11 +6,10 @@ import argparse
 import asyncio
 
 import uvicorn
+from common import WS_PATH, add_server_args, keep_task, log_event, message_text, parse_control
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-
-from common import WS_PATH, add_server_args, keep_task, message_text, parse_control
 
 conns: set[WebSocket] = set()
 tasks: set[asyncio.Task[None]] = set()
@@ -18,6 +17,7 @@ tasks: set[asyncio.Task[None]] = set()
 
 async def broadcast(sender: WebSocket, messages: int, burst: int) -> None:
     targets = [ws for ws in conns if ws is not sender]
+    log_event(f"broadcast {messages} x {len(targets)} burst {burst} start")
     for seq in range(messages):
         text = message_text(seq)
         for ws in targets:
@@ -27,6 +27,7 @@ async def broadcast(sender: WebSocket, messages: int, burst: int) -> None:
                 pass
         if (seq + 1) % burst == 0:
             await asyncio.sleep(0)
+    log_event("broadcast end")
 
 
 async def endpoint(ws: WebSocket) -> None:
@@ -49,7 +50,9 @@ app = Starlette(routes=[WebSocketRoute(WS_PATH, endpoint)])
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_server_args(parser)
-    parser.add_argument("--ws", choices=("websockets", "websockets-sansio", "wsproto"), default="websockets")
+    parser.add_argument(
+        "--ws", choices=("websockets", "websockets-sansio", "wsproto"), default="websockets"
+    )
     args = parser.parse_args()
     config = uvicorn.Config(
         app,

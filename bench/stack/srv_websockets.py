@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from websockets.asyncio.server import ServerConnection, broadcast, serve as ws_serve
+from common import add_server_args, keep_task, log_event, message_text, parse_control, run_with_loop
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
-
-from common import add_server_args, keep_task, message_text, parse_control, run_with_loop
 
 
 async def serve(host: str, port: int, backlog: int) -> None:
@@ -17,10 +17,12 @@ async def serve(host: str, port: int, backlog: int) -> None:
 
     async def run_broadcast(sender: ServerConnection, messages: int, burst: int) -> None:
         targets = [c for c in conns if c is not sender]
+        log_event(f"broadcast {messages} x {len(targets)} burst {burst} start")
         for seq in range(messages):
             broadcast(targets, message_text(seq))
             if (seq + 1) % burst == 0:
                 await asyncio.sleep(0)
+        log_event("broadcast end")
 
     async def handler(ws: ServerConnection) -> None:
         conns.add(ws)
