@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -134,3 +134,34 @@ async def two_nodes(
 @pytest.fixture
 def tmp_dir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
+
+
+@contextlib.asynccontextmanager
+async def own_cluster(
+    backend: str,
+    tmp_path: Path,
+    services: dict[str, str] | None = None,
+    *,
+    name: str = "own",
+    drop: tuple[str, ...] = (),
+    settings: Mapping[str, str] | None = None,
+    **extra: str,
+) -> AsyncIterator[Cluster]:
+    """One node with extra (or without some) PARLEY_* settings, on either backend."""
+    async with contextlib.AsyncExitStack() as stack:
+        if backend == "kafka":
+            assert services is not None, "a Kafka node needs the services fixture"
+            kafka: str | None = services["kafka"]
+            db = await stack.enter_async_context(pg_database(services["db"]))
+        else:
+            kafka, db = None, f"sqlite:///{tmp_path / (name + '.db')}"
+        env = base_env(new_prefix(), kafka, db, tmp_path / f"data-{name}")
+        for key in drop:
+            env.pop(key, None)
+        env.update(settings or {})
+        env.update(extra)
+        node = ServerProcess(env=env, node_id=name, log_path=tmp_path / f"{name}.log")
+        cluster = Cluster(backend, [node], aiohttp.ClientSession())
+        stack.push_async_callback(cluster.close)
+        await node.start()
+        yield cluster

@@ -216,6 +216,19 @@ class WsClient:
         """Send a frame with a ref and return the error that answers it."""
         return await self.request(type, "error", timeout, **fields)
 
+    async def reply(self, ref: str, within: float = 15.0) -> dict[str, Any]:
+        """The ack or error answering the frame with this ref (without consuming it)."""
+        deadline = time.monotonic() + within
+        while True:
+            for f in self.frames:
+                if f.get("ref") == ref and f.get("type") in ("ack", "error"):
+                    return f
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no ack/error for {ref} within {within}s: {self.frames[-10:]}"
+                )
+            await self.drain(0.05)
+
     async def drain(self, seconds: float) -> None:
         """Read whatever arrives for a while (to check that nothing else does)."""
         deadline = time.monotonic() + seconds

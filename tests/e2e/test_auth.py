@@ -30,7 +30,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.harness import SECRET, ServerProcess, base_env, token
+from tests.conftest import own_cluster
+from tests.harness import SECRET, ServerProcess, token
 
 OTHER_SECRET = "another-secret-that-is-not-the-servers-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,21 +45,8 @@ async def node_with(
     tmp_path: Path, name: str, drop: tuple[str, ...] = (), **extra: str
 ) -> AsyncIterator[ServerProcess]:
     """One embedded node with extra (or without some) PARLEY_* settings."""
-    env = base_env(
-        f"t{uuid.uuid4().hex[:10]}",
-        None,
-        f"sqlite:///{tmp_path / (name + '.db')}",
-        tmp_path / f"data-{name}",
-    )
-    for key in drop:
-        env.pop(key, None)
-    env.update(extra)
-    node = ServerProcess(env=env, node_id=name, log_path=tmp_path / f"{name}.log")
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
+    async with own_cluster("embedded", tmp_path, name=name, drop=drop, settings=extra) as cluster:
+        yield cluster.nodes[0]
 
 
 @pytest.fixture

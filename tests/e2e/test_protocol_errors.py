@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
-from tests.harness import Cluster, ServerProcess, WsClient, base_env
+from tests.conftest import own_cluster
+from tests.harness import Cluster, WsClient
 
 
 def room_id(prefix: str = "room") -> str:
@@ -48,20 +47,8 @@ def assert_error(frame: dict[str, Any], code: str, ref: str | None) -> None:
 @contextlib.asynccontextmanager
 async def node_with(tmp_path: Path, name: str, **extra: str) -> AsyncIterator[Cluster]:
     """One embedded node with extra PARLEY_* settings, as a one-node Cluster."""
-    env = base_env(
-        f"t{uuid.uuid4().hex[:10]}",
-        None,
-        f"sqlite:///{tmp_path / (name + '.db')}",
-        tmp_path / f"data-{name}",
-    )
-    env.update(extra)
-    node = ServerProcess(env=env, node_id=name, log_path=tmp_path / f"{name}.log")
-    await node.start()
-    cluster = Cluster("embedded", [node], aiohttp.ClientSession())
-    try:
+    async with own_cluster("embedded", tmp_path, name=name, settings=extra) as cluster:
         yield cluster
-    finally:
-        await cluster.close()
 
 
 # bad_request -------------------------------------------------------------------
@@ -338,7 +325,7 @@ async def test_rate_limited_then_succeeds_after_waiting(tmp_path: Path) -> None:
             )
         replies: list[dict[str, Any]] = []
         for i in range(20):
-            replies.append(await reply_to(alice, f"s{i}"))
+            replies.append(await alice.reply(f"s{i}"))
         acked = [r for r in replies if r["type"] == "ack"]
         limited = [r for r in replies if r["type"] == "error"]
         assert all(r["code"] == "rate_limited" for r in limited), limited
@@ -389,18 +376,6 @@ async def test_rate_limited_over_rest(tmp_path: Path) -> None:
             "POST", "/api/rooms/general/messages", {"client_id": "after", "body": "ok"}
         )
         assert status == 201, body
-
-
-async def reply_to(client: WsClient, ref: str, wait_s: float = 15.0) -> dict[str, Any]:
-    """The ack or error answering the frame with this ref."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        for f in client.frames:
-            if f.get("ref") == ref and f.get("type") in ("ack", "error"):
-                return f
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no ack/error for {ref}: {client.frames[-10:]}")
-        await client.drain(0.05)
 
 
 # 1008: too many errors ------------------------------------------------------------------

@@ -7,20 +7,18 @@ where the protocol ties the two together), and checks the replies field by field
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.conftest import pg_database
-from tests.harness import Cluster, ServerProcess, WsClient, base_env
+from tests.conftest import own_cluster
+from tests.harness import Cluster, WsClient
 
 # Users that only write messages: the default rate limit (20/s, burst 40) is per
 # user, so a test that needs 120 messages spreads them over several senders.
@@ -34,18 +32,6 @@ def room_id(prefix: str = "room") -> str:
 
 def new_ref() -> str:
     return f"ref-{uuid.uuid4().hex[:12]}"
-
-
-async def reply_to(client: WsClient, ref: str, wait_s: float = 15.0) -> dict[str, Any]:
-    """The ack or error answering the frame with this ref (without consuming it)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        for f in client.frames:
-            if f.get("ref") == ref and f.get("type") in ("ack", "error"):
-                return f
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no ack/error for {ref} within {wait_s}s: {client.frames[-10:]}")
-        await client.drain(0.05)
 
 
 async def fill(cluster: Cluster, room: str, count: int) -> list[dict[str, Any]]:
@@ -68,7 +54,7 @@ async def fill(cluster: Cluster, room: str, count: int) -> list[dict[str, Any]]:
             sent.append((client, ref, i, cid))
         retry: list[tuple[int, str]] = []
         for client, ref, i, cid in sent:
-            reply = await reply_to(client, ref)
+            reply = await client.reply(ref)
             if reply["type"] == "ack":
                 acks.append(reply)
             else:
@@ -239,26 +225,6 @@ async def test_live_messages_follow_history_never_precede_it(cluster: Cluster) -
     assert sorted(ids(got)) == sorted(ids(acks))
     seqs = [m["seq"] for m in got]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-
-
-@contextlib.asynccontextmanager
-async def own_cluster(
-    backend: str, tmp_path: Path, services: dict[str, str], **extra: str
-) -> AsyncIterator[Cluster]:
-    """One node with extra PARLEY_* settings, on the embedded log or on Kafka + PostgreSQL."""
-    async with contextlib.AsyncExitStack() as stack:
-        if backend == "kafka":
-            kafka: str | None = services["kafka"]
-            db = await stack.enter_async_context(pg_database(services["db"]))
-        else:
-            kafka, db = None, f"sqlite:///{tmp_path / 'own.db'}"
-        env = base_env(f"t{uuid.uuid4().hex[:10]}", kafka, db, tmp_path / "own-data")
-        env.update(extra)
-        node = ServerProcess(env=env, node_id="own", log_path=tmp_path / "own.log")
-        cluster = Cluster(backend, [node], aiohttp.ClientSession())
-        stack.push_async_callback(cluster.close)
-        await node.start()
-        yield cluster
 
 
 BACKENDS = pytest.mark.parametrize("backend", ["embedded", "kafka"])
