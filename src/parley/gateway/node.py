@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 EVENTS_RETENTION_MS = 3600 * 1000
 EVENT_PARTITIONS = 4
 STARTUP_CATCHUP_S = 120.0
+LAG_PROBE_S = 0.5
 
 
 class NotMember(Exception):
@@ -93,6 +94,7 @@ class Node:
         self._ends: dict[int, int] = {}
         self._read_pos: dict[int, int] = {}
         self.caught_up = asyncio.Event()
+        self.loop_lag_s = 0.0
         self._c_sent = metrics.counter("parley_messages_sent_total", "sends produced to the log")
         self._c_read = metrics.counter(
             "parley_messages_read_total", "new messages read from the log"
@@ -105,6 +107,11 @@ class Node:
         )
         metrics.gauge(
             "parley_sessions", "open WebSocket sessions", lambda: len(self.hub.all_sessions())
+        )
+        metrics.gauge(
+            "parley_event_loop_lag_seconds",
+            "how late the last 0.5 s timer fired (blocking work on the loop)",
+            lambda: self.loop_lag_s,
         )
         metrics.gauge(
             "parley_pending_acks", "sends waiting for their record", lambda: len(self._pending)
@@ -150,6 +157,7 @@ class Node:
         self._tasks.append(asyncio.create_task(self._expire_loop(), name="expire"))
         self._tasks.append(asyncio.create_task(self._progress_loop(), name="progress"))
         self._tasks.append(asyncio.create_task(self.roster.run(), name="presence"))
+        self._tasks.append(asyncio.create_task(self._loop_lag_loop(), name="loop-lag"))
         try:
             await asyncio.wait_for(self.caught_up.wait(), STARTUP_CATCHUP_S)
         except TimeoutError:
@@ -177,6 +185,13 @@ class Node:
                 Event("heartbeat", node=self.node_id, users=tuple(self.hub.users()))
             )
             await asyncio.sleep(interval)
+
+    async def _loop_lag_loop(self) -> None:
+        """How late a timer fires: the event loop's own measure of blocking work."""
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(LAG_PROBE_S)
+            self.loop_lag_s = max(0.0, time.monotonic() - started - LAG_PROBE_S)
 
     async def _progress_loop(self) -> None:
         """Follow how far the store holds the log, so windows trim only what it has."""
