@@ -229,6 +229,20 @@ class WsClient:
                 )
             await self.drain(0.05)
 
+    async def page_back(self, room: str, limit: int) -> list[dict[str, Any]]:
+        """Every message of a room, walking `history` back page by page, oldest first."""
+        seen: list[dict[str, Any]] = []
+        before: int | None = None
+        while True:
+            fields: dict[str, Any] = {"room": room, "limit": limit}
+            if before is not None:
+                fields["before"] = before
+            page = await self.request("history", "history", **fields)
+            seen = page["messages"] + seen
+            if not page["has_more"]:
+                return seen
+            before = page["messages"][0]["seq"]
+
     async def drain(self, seconds: float) -> None:
         """Read whatever arrives for a while (to check that nothing else does)."""
         deadline = time.monotonic() + seconds

@@ -48,7 +48,7 @@ from parley.log.records import (
 )
 from parley.metrics import Metrics
 from parley.protocol.codes import CloseCode, ErrorCode
-from parley.protocol.messages import Ack, ChatMessage, encode, error_frame, history_frame, with_ref
+from parley.protocol.messages import Ack, ChatMessage, encode, history_frame, with_ref
 from parley.storage.base import Room, RoomSummary, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -562,6 +562,3 @@ class SendFailed(Exception):
 
 def new_session_id() -> str:
     return uuid.uuid4().hex
-
-
-__all__ = ["AckWaiter", "Node", "NotMember", "SendFailed", "error_frame", "new_session_id"]
