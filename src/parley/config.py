@@ -48,12 +48,17 @@ class Settings:
     room_window: int = 1000
     session_queue_bytes: int = 8 * 1024 * 1024
     idempotency_window_s: int = 24 * 3600
+    log_retention_ms: int = 7 * 24 * 3600 * 1000
+    notify_url: str | None = None
+    notify_secret: str | None = None
+    notify_coalesce_s: float = 2.0
+    metrics_port: int = 9100
     presence_timeout_s: float = 15.0
     kafka_timeout_ms: int = 15000
     log_level: str = "INFO"
 
 
-KNOWN_WORKERS = ("persist",)
+KNOWN_WORKERS = ("persist", "notify", "analytics")
 
 
 def default_node_id() -> str:
@@ -152,6 +157,23 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = Tru
     s.session_queue_bytes = _int(env, "PARLEY_SESSION_QUEUE_BYTES", s.session_queue_bytes, 65536)
     s.idempotency_window_s = _int(env, "PARLEY_IDEMPOTENCY_WINDOW", s.idempotency_window_s, 1)
     s.presence_timeout_s = _float(env, "PARLEY_PRESENCE_TIMEOUT", s.presence_timeout_s)
+    hours = _float(env, "PARLEY_LOG_RETENTION_HOURS", s.log_retention_ms / 3_600_000)
+    s.log_retention_ms = int(hours * 3_600_000)
+    if s.log_retention_ms < s.idempotency_window_s * 1000:
+        # A retried send is recognised by reading its first record back from
+        # the log at start-up: the log must keep the whole window.
+        raise ConfigError(
+            f"PARLEY_LOG_RETENTION_HOURS ({hours:g}) must cover PARLEY_IDEMPOTENCY_WINDOW "
+            f"({s.idempotency_window_s} s)"
+        )
+    s.notify_url = env.get("PARLEY_NOTIFY_URL") or None
+    if s.notify_url is not None and not s.notify_url.startswith(("http://", "https://")):
+        raise ConfigError(f"PARLEY_NOTIFY_URL must be an http(s) URL, got {s.notify_url!r}")
+    s.notify_secret = env.get("PARLEY_NOTIFY_SECRET") or None
+    s.notify_coalesce_s = _float(env, "PARLEY_NOTIFY_COALESCE", s.notify_coalesce_s)
+    s.metrics_port = _int(env, "PARLEY_METRICS_PORT", s.metrics_port)
+    if s.metrics_port > 65535:
+        raise ConfigError(f"PARLEY_METRICS_PORT must be at most 65535, got {s.metrics_port}")
     s.kafka_timeout_ms = _int(env, "PARLEY_KAFKA_TIMEOUT_MS", s.kafka_timeout_ms, minimum=1000)
     s.log_level = (env.get("PARLEY_LOG_LEVEL") or s.log_level).upper()
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -458,6 +459,33 @@ async def test_two_groups_each_see_everything(log: Log, topic: str) -> None:
 # partition_for ------------------------------------------------------------------
 
 
+# Reading a range on demand -----------------------------------------------------
+
+
+async def test_read_returns_exactly_the_range_in_order(log: Log, topic: str) -> None:
+    await log.ensure_topic(TopicSpec(topic, PARTITIONS))
+    delivered = await produce_all(log, topic, spread(60, "r"))
+    offsets = sorted(d.offset for d in delivered if d.partition == 1)
+    start, end = offsets[3], offsets[15]
+    got = await log.read(topic, 1, start, end)
+    assert [r.offset for r in got] == [o for o in offsets if start <= o < end]
+    assert all(r.partition == 1 and r.key == key_of(1).encode() for r in got)
+    values = {
+        (d.partition, d.offset): v for d, (_, v) in zip(delivered, spread(60, "r"), strict=True)
+    }
+    assert [r.value for r in got] == [values[(1, r.offset)] for r in got]
+
+
+async def test_read_past_the_end_stops_at_the_end(log: Log, topic: str) -> None:
+    await log.ensure_topic(TopicSpec(topic, PARTITIONS))
+    delivered = await produce_all(log, topic, spread(9, "e"))
+    offsets = sorted(d.offset for d in delivered if d.partition == 2)
+    got = await log.read(topic, 2, offsets[1], offsets[-1] + 1000)
+    assert [r.offset for r in got] == offsets[1:]
+    assert await log.read(topic, 2, offsets[-1] + 1, offsets[-1] + 10) == []
+    assert await log.read(topic, 2, 5, 5) == []
+
+
 def test_partition_for_is_the_crc32_of_the_key() -> None:
     # CRC-32 of "123456789" is the standard check value 0xCBF43926.
     for n in (1, 7, 12, 64):
@@ -505,6 +533,49 @@ async def test_file_log_restart_brings_records_back_and_offsets_continue(tmp_pat
         new = await produce_all(log, topic, spread(PARTITIONS, "new"))
         ends = next_offsets(old, {})
         assert {d.partition: d.offset for d in new} == ends
+
+
+async def test_file_log_restart_drops_records_past_retention(tmp_path: Path) -> None:
+    topic = "retained"
+    spec = TopicSpec(topic, PARTITIONS, retention_ms=60_000)
+    async with started(EmbeddedLog(tmp_path)) as log:
+        await log.ensure_topic(spec)
+        old = await produce_all(log, topic, spread(30, "old"))
+    # Age every record of partition 0 but the last three by rewriting their timestamps.
+    path = tmp_path / f"{topic}-0.log"
+    data = bytearray(path.read_bytes())
+    header = struct.Struct(">qqII")
+    pos, entries = 0, []
+    while pos < len(data):
+        offset, _ts, klen, vlen = header.unpack_from(data, pos)
+        entries.append((pos, offset, klen, vlen))
+        pos += header.size + klen + vlen
+    for pos, offset, klen, vlen in entries[:-3]:
+        header.pack_into(data, pos, offset, now_ms() - 3_600_000, klen, vlen)
+    path.write_bytes(bytes(data))
+    size_before = path.stat().st_size
+
+    async with started(EmbeddedLog(tmp_path)) as log:
+        await log.ensure_topic(spec)
+        p0 = sorted(d.offset for d in old if d.partition == 0)
+        assert [r.offset for r in await log.read(topic, 0, 0, 10_000)] == p0[-3:]
+        p1 = sorted(d.offset for d in old if d.partition == 1)
+        assert [r.offset for r in await log.read(topic, 1, 0, 10_000)] == p1
+        new = await produce_all(log, topic, [(0, b"new")])
+        assert new[0].offset == p0[-1] + 1  # offsets never go back
+    assert path.stat().st_size < size_before
+
+
+async def test_embedded_log_forgets_expired_records_while_running() -> None:
+    topic = "retained-memory"
+    async with started(EmbeddedLog(None)) as log:
+        await log.ensure_topic(TopicSpec(topic, 1, retention_ms=1000))
+        first = await produce_all(log, topic, [(0, b"a"), (0, b"b")])
+        assert log.apply_retention(now_ms() + 500) == 0
+        assert log.apply_retention(now_ms() + 5000) == 2
+        assert await log.read(topic, 0, 0, 100) == []
+        later = await produce_all(log, topic, [(0, b"c")])
+        assert later[0].offset == first[-1].offset + 1
 
 
 async def test_file_log_drops_a_torn_record_at_the_end(tmp_path: Path) -> None:

@@ -15,7 +15,15 @@ import pytest
 
 from parley.protocol.messages import ChatMessage, message_id
 from parley.protocol.names import dm_room
-from parley.storage.base import Room, RoomExists, RoomSummary, Store, StoreError
+from parley.storage.base import (
+    CountsBatch,
+    Room,
+    RoomExists,
+    RoomMinute,
+    RoomSummary,
+    Store,
+    StoreError,
+)
 from parley.storage.postgres import PostgresStore
 from parley.storage.sql import SqlStore, migrations
 from parley.storage.sqlite import SqliteStore
@@ -397,3 +405,47 @@ async def test_persist_progress_is_saved_with_the_batch_and_never_moves_back(
     assert await store.persisted("t.messages") == {0: 5, 1: 12}
     assert await store.persisted("other.messages") == {}
     assert seqs(await store.history("r", None, 10)) == [2, 4]
+
+
+# Counters (the analytics worker) ---------------------------------------------------
+
+
+async def test_add_counts_applies_a_batch_once_per_progress(store: Store) -> None:
+    minute = TS - TS % 60_000
+    first = CountsBatch(
+        "src", 0, None, 10, [RoomMinute("r", minute, messages=4)], [("r", minute, "alice")]
+    )
+    assert await store.add_counts(first)
+    assert not await store.add_counts(first)  # the same batch again: refused
+    second = CountsBatch(
+        "src",
+        0,
+        10,
+        15,
+        [RoomMinute("r", minute, messages=2, latency_count=3, latency_sum_ms=30)],
+        [("r", minute, "alice"), ("r", minute, "bob")],
+    )
+    assert await store.add_counts(second)
+    assert not await store.add_counts(second)
+    stale = CountsBatch("src", 0, 10, 20, [RoomMinute("r", minute, messages=100)])
+    assert not await store.add_counts(stale)  # progress is 15 now, not 10
+    assert await store.persisted("src") == {0: 15}
+    assert await store.room_stats("r", minute) == [RoomMinute("r", minute, 6, 3, 30, 2)]
+    assert await store.active_users("r", minute) == 2
+    assert await store.room_stats("r", minute + 60_000) == []
+
+
+async def test_counts_of_sources_and_partitions_are_kept_apart(store: Store) -> None:
+    m0 = TS - TS % 60_000
+    m1 = m0 + 60_000
+    assert await store.add_counts(CountsBatch("a", 0, None, 5, [RoomMinute("r", m0, 1)]))
+    assert await store.add_counts(CountsBatch("a", 1, None, 7, [RoomMinute("r", m1, 2)]))
+    assert await store.add_counts(
+        CountsBatch("b", 0, None, 3, [RoomMinute("r", m1, latency_count=1, latency_sum_ms=9)])
+    )
+    assert await store.persisted("a") == {0: 5, 1: 7}
+    assert await store.persisted("b") == {0: 3}
+    assert await store.room_stats("r", m0) == [
+        RoomMinute("r", m0, 1, 0, 0, 0),
+        RoomMinute("r", m1, 2, 1, 9, 0),
+    ]

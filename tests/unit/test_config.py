@@ -155,7 +155,7 @@ def test_auth_may_be_left_out_when_not_needed() -> None:
         ("PARLEY_REPLICATION_FACTOR", "three"),
         ("PARLEY_REPLICATION_FACTOR", "-1"),
         ("PARLEY_WORKERS", "persist,bogus"),
-        ("PARLEY_WORKERS", "notify"),
+        ("PARLEY_WORKERS", "mailer"),
         ("PARLEY_RATE_LIMIT", "0"),
         ("PARLEY_RATE_LIMIT", "-1"),
         ("PARLEY_RATE_LIMIT", "fast"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parley.gateway.presence import Presence
+from parley.presence import Presence
 
 
 def test_first_online_and_last_offline_are_the_only_changes() -> None:

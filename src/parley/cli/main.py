@@ -16,8 +16,9 @@ import sys
 from collections.abc import Sequence
 
 from parley.auth.tokens import TokenVerifier, VerifierConfig, issue_token
+from parley.cli import workers as worker_set
 from parley.cli.wiring import make_log, make_store
-from parley.config import ConfigError, Settings, load_settings
+from parley.config import KNOWN_WORKERS, ConfigError, Settings, load_settings
 from parley.log.base import LogError
 from parley.metrics import Metrics
 from parley.storage.base import StoreError
@@ -47,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", help="seconds (PARLEY_TOKEN_TTL, default 86400)")
     token.add_argument("--dev", action="store_true", default=None, help="sign with the dev secret")
     worker = sub.add_parser("worker", help="run a worker process")
-    worker.add_argument("name", choices=["persist"])
+    worker.add_argument("name", choices=list(KNOWN_WORKERS))
+    worker.add_argument("--host", help="listen address of /metrics (PARLEY_HOST)")
+    worker.add_argument(
+        "--metrics-port", help="port of /metrics and /healthz (PARLEY_METRICS_PORT, default 9101)"
+    )
     return parser
 
 
@@ -57,6 +62,7 @@ def _env_with_flags(args: argparse.Namespace) -> dict[str, str]:
         ("host", "PARLEY_HOST"),
         ("port", "PARLEY_PORT"),
         ("node_id", "PARLEY_NODE_ID"),
+        ("metrics_port", "PARLEY_METRICS_PORT"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -105,10 +111,9 @@ async def serve(settings: Settings) -> None:
 
     from parley.gateway.node import Node
     from parley.gateway.server import AccessLogger, build_app
-    from parley.workers.persist import PersistWorker
-    from parley.workers.runner import supervise
 
     verifier = _verifier(settings)
+    worker_set.check_worker_settings(settings, settings.workers)
     metrics = Metrics()
     log = make_log(settings, settings.node_id)
     store = make_store(settings)
@@ -125,14 +130,8 @@ async def serve(settings: Settings) -> None:
         where = settings.kafka_bootstrap or "the embedded log"
         raise StartupError(f"PARLEY_KAFKA_BOOTSTRAP: cannot use {where}: {exc}") from None
     stop_workers = asyncio.Event()
-    workers = []
-    if "persist" in settings.workers:
-        persist = PersistWorker(log, store, settings.topic_prefix, metrics)
-        workers.append(
-            asyncio.create_task(
-                supervise("persist", lambda: persist.run(stop_workers), stop_workers)
-            )
-        )
+    runs, closers = worker_set.build(settings, settings.workers, log, store, metrics)
+    workers = worker_set.start(runs, stop_workers)
     app = build_app(node, verifier, dev_secret=settings.jwt_secret if settings.dev else None)
     runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
     await runner.setup()
@@ -165,39 +164,58 @@ async def serve(settings: Settings) -> None:
         await runner.shutdown()
         await runner.cleanup()
         stop_workers.set()
-        for task in workers:
-            with contextlib.suppress(Exception):
-                await task
+        await worker_set.finish(workers, closers)
         await log.stop()
         await store.stop()
 
 
 async def worker(settings: Settings, name: str) -> None:
-    from parley.workers.persist import PersistWorker
-    from parley.workers.runner import supervise
-
     if not settings.kafka_bootstrap:
         raise ConfigError(
             "PARLEY_KAFKA_BOOTSTRAP is not set: a worker process needs Kafka "
             "(with the embedded log, workers run inside `parley serve`)"
         )
+    worker_set.check_worker_settings(settings, [name])
+    metrics = Metrics()
     log = make_log(settings, f"{settings.node_id}-{name}")
     store = make_store(settings)
     try:
         await store.start()
     except StoreError as exc:
         raise StartupError(f"PARLEY_DATABASE_URL: {exc}") from None
-    await log.start()
+    try:
+        await log.start()
+        await worker_set.ensure_topics(settings, log)
+    except (LogError, Exception) as exc:
+        await store.stop()
+        raise StartupError(
+            f"PARLEY_KAFKA_BOOTSTRAP: cannot use {settings.kafka_bootstrap}: {exc}"
+        ) from None
+    try:
+        http = await worker_set.serve_metrics(metrics, settings.host, settings.metrics_port)
+    except OSError as exc:
+        await log.stop()
+        await store.stop()
+        raise StartupError(
+            f"PARLEY_METRICS_PORT: cannot listen on {settings.host}:{settings.metrics_port}:"
+            f" {exc.strerror}"
+        ) from None
     stop = asyncio.Event()
-    persist = PersistWorker(log, store, settings.topic_prefix, Metrics())
-    task = asyncio.create_task(supervise("persist", lambda: persist.run(stop), stop))
-    print(f"parley: worker {name} running", flush=True)
+    runs, closers = worker_set.build(settings, [name], log, store, metrics)
+    tasks = worker_set.start(runs, stop)
+    print(
+        f"parley: worker {name} running (metrics on http://{settings.host}:"
+        f"{settings.metrics_port}/metrics)",
+        flush=True,
+    )
     waiter = asyncio.create_task(_wait_for_signal())
-    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     waiter.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await task
+        await waiter
+    await worker_set.finish(tasks, closers)
+    await http.cleanup()
     await log.stop()
     await store.stop()
 

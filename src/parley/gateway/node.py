@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from parley.config import Settings
 from parley.gateway import history
+from parley.gateway.backfill import Backfill
 from parley.gateway.hub import Hub
+from parley.gateway.latency import FanoutLatency
 from parley.gateway.membership import Membership
-from parley.gateway.presence import Presence
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.roomlog import RoomLog, RoomLogs
 from parley.gateway.roster import Roster
@@ -39,24 +40,26 @@ from parley.log.base import (
     partition_for,
 )
 from parley.log.records import (
+    EVENT_PARTITIONS,
     Event,
     decode_event,
     decode_message,
     encode_message,
+    events_spec,
     events_topic,
     messages_topic,
 )
 from parley.metrics import Metrics
+from parley.presence import Presence
 from parley.protocol.codes import CloseCode, ErrorCode
 from parley.protocol.messages import Ack, ChatMessage, encode, history_frame, with_ref
 from parley.storage.base import Room, RoomSummary, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
-EVENTS_RETENTION_MS = 3600 * 1000
-EVENT_PARTITIONS = 4
 STARTUP_CATCHUP_S = 120.0
 LAG_PROBE_S = 0.5
+LATENCY_REPORT_S = 5.0
 
 
 class NotMember(Exception):
@@ -89,6 +92,8 @@ class Node:
         # (room, sender, client_id) -> when it was produced, and who waits for its ack
         self._pending: dict[tuple[str, str, str], tuple[float, list[AckWaiter]]] = {}
         self.roster = Roster(store, self.hub)
+        self.backfill = Backfill(log, self.messages_topic, self.rooms)
+        self.latency = FanoutLatency(metrics)
         self._readers: list[TailReader] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._ends: dict[int, int] = {}
@@ -124,11 +129,12 @@ class Node:
 
     async def start(self) -> None:
         self.partitions = await self.log.ensure_topic(
-            TopicSpec(self.messages_topic, self.settings.partitions)
+            TopicSpec(self.messages_topic, self.settings.partitions, self.settings.log_retention_ms)
         )
-        self.event_partitions = await self.log.ensure_topic(
-            TopicSpec(self.events_topic, EVENT_PARTITIONS, EVENTS_RETENTION_MS, durable=False)
-        )
+        with contextlib.suppress(StoreUnavailable):
+            # Before serving: how far the store reaches decides what backfill reads.
+            self.rooms.set_persisted(await self.store.persisted(self.messages_topic))
+        self.event_partitions = await self.log.ensure_topic(events_spec(self.settings.topic_prefix))
         now_ms = int(time.time() * 1000)
         # Read back the idempotency window: a retry of a send made before this
         # node started still finds its first record.
@@ -158,6 +164,7 @@ class Node:
         self._tasks.append(asyncio.create_task(self._progress_loop(), name="progress"))
         self._tasks.append(asyncio.create_task(self.roster.run(), name="presence"))
         self._tasks.append(asyncio.create_task(self._loop_lag_loop(), name="loop-lag"))
+        self._tasks.append(asyncio.create_task(self._latency_loop(), name="latency"))
         try:
             await asyncio.wait_for(self.caught_up.wait(), STARTUP_CATCHUP_S)
         except TimeoutError:
@@ -193,6 +200,15 @@ class Node:
             await asyncio.sleep(LAG_PROBE_S)
             self.loop_lag_s = max(0.0, time.monotonic() - started - LAG_PROBE_S)
 
+    async def _latency_loop(self) -> None:
+        """Report this node's fan-out latency per room to the analytics worker."""
+        while True:
+            await asyncio.sleep(LATENCY_REPORT_S)
+            for room, values in self.latency.take().items():
+                self._produce_event(
+                    Event("fanout", room=room, node=self.node_id, values=tuple(values))
+                )
+
     async def _progress_loop(self) -> None:
         """Follow how far the store holds the log, so windows trim only what it has."""
         while True:
@@ -221,6 +237,9 @@ class Node:
 
     def _on_messages(self, records: list[LogRecord]) -> None:
         hub = self.hub
+        # Latency counts only live traffic, not the read-back at start-up.
+        latency = self.latency if self.caught_up.is_set() else None
+        now_ms = int(time.time() * 1000)
         for rec in records:
             self._read_pos[rec.partition] = rec.offset + 1
             msg = decode_message(rec)
@@ -231,6 +250,8 @@ class Node:
             if new:
                 self._c_read.value += 1
                 self._c_frames.value += hub.deliver(msg)
+                if latency is not None:
+                    latency.observe(msg.room, now_ms - msg.ts_ms)
             elif first.seq != msg.seq:
                 self._c_dup.value += 1
             pending = self._pending.pop((msg.room, msg.sender, msg.client_id), None)
@@ -467,11 +488,22 @@ class Node:
     async def page(
         self, room: str, before: int | None, limit: int
     ) -> tuple[list[ChatMessage], bool]:
-        return await history.page(self.store, self._room_log(room), room, before, limit)
+        state = self._room_log(room)
+        if before is None or before > self.rooms.persisted(partition_for(room, self.partitions)):
+            await self._backfill(room, state, 0)
+        return await history.page(self.store, state, room, before, limit)
 
     async def resume(self, room: str, since: int) -> tuple[list[ChatMessage], bool]:
-        cap = self.settings.replay_cap
-        return await history.resume(self.store, self._room_log(room), room, since, cap)
+        state = self._room_log(room)
+        await self._backfill(room, state, since + 1)
+        return await history.resume(self.store, state, room, since, self.settings.replay_cap)
+
+    async def _backfill(self, room: str, state: RoomLog, low: int) -> None:
+        """Read from the log what neither the store nor the window holds yet."""
+        try:
+            await self.backfill.cover(room, self.partitions, state, low)
+        except LogUnavailable as exc:
+            raise StoreUnavailable(f"history is not available yet: {exc}") from None
 
     async def subscribe(
         self, session: Session, room: str, since: int | None, ref: str | None

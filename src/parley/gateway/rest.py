@@ -6,6 +6,7 @@ A room that does not exist and a room the caller is not in answer the same
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from parley.gateway.node import Node, NotMember, SendFailed
 from parley.protocol.codes import ErrorCode
 from parley.protocol.errors import FrameError
 from parley.protocol.frames import check_body, check_client_id, check_limit, decode_json_object
-from parley.protocol.messages import ack_body
+from parley.protocol.messages import ack_body, format_ts
 from parley.protocol.names import dm_members, is_group_room_id, is_user_id
 from parley.storage.base import Room, RoomExists
 
@@ -220,7 +221,61 @@ async def post_message(request: web.Request) -> web.Response:
     return web.json_response(ack_body(msg), status=201)
 
 
+STATS_MAX_MINUTES = 7 * 24 * 60
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """The analytics worker's counts for the rooms the caller owns.
+
+    `?room=ID` picks one room (404 unless the caller is a member, 403 unless
+    the owner); without it, every group room the caller owns. `minutes`
+    (default 60) is how far back.
+    """
+    node, me = node_of(request), identity_of(request)
+    minutes = _int_query(request, "minutes", 1) or 60
+    if minutes > STATS_MAX_MINUTES:
+        raise ApiError(400, "bad_request", f"minutes must be <= {STATS_MAX_MINUTES}")
+    room_id = request.query.get("room")
+    if room_id is not None:
+        room = await member_room(node, room_id, me.user)
+        if room.owner != me.user:
+            raise ApiError(403, "forbidden", "only the room's owner may read its stats")
+        rooms = [room]
+    else:
+        rooms = [r for r in await node.store.rooms_of(me.user) if r.owner == me.user]
+    since_ms = int(time.time() * 1000) // 60_000 * 60_000 - (minutes - 1) * 60_000
+    out = []
+    for room in rooms:
+        rows = await node.store.room_stats(room.id, since_ms)
+        messages = sum(r.messages for r in rows)
+        lat_n = sum(r.latency_count for r in rows)
+        lat_sum = sum(r.latency_sum_ms for r in rows)
+        out.append(
+            {
+                "room": room.id,
+                "messages": messages,
+                "active_users": await node.store.active_users(room.id, since_ms),
+                "latency_avg_ms": round(lat_sum / lat_n, 2) if lat_n else None,
+                "minutes": [
+                    {
+                        "minute": format_ts(r.minute_ms),
+                        "messages": r.messages,
+                        "active_users": r.active_users,
+                        "latency_avg_ms": (
+                            round(r.latency_sum_ms / r.latency_count, 2)
+                            if r.latency_count
+                            else None
+                        ),
+                    }
+                    for r in rows
+                ],
+            }
+        )
+    return web.json_response({"since": format_ts(since_ms), "rooms": out})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/stats", get_stats)
     app.router.add_post("/api/rooms", create_room)
     app.router.add_get("/api/rooms", list_rooms)
     app.router.add_get("/api/rooms/{id}", get_room)

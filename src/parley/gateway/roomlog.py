@@ -68,6 +68,10 @@ class RoomLogs:
     def set_persisted(self, offsets: dict[int, int]) -> None:
         self._persisted = offsets
 
+    def persisted(self, partition: int) -> int:
+        """The store holds every message of the partition below this offset."""
+        return self._persisted.get(partition, 0)
+
     def get(self, room: str) -> RoomLog | None:
         return self._rooms.get(room)
 

@@ -14,7 +14,7 @@ import logging
 import time
 
 from parley.gateway.hub import Hub
-from parley.gateway.presence import Change
+from parley.presence import Change
 from parley.protocol.messages import encode
 from parley.storage.base import Store, StoreUnavailable
 

@@ -20,6 +20,11 @@ tests/contract/test_log_contract.py:
   batches on the event loop: one callback per batch, never per record.
 - A GroupConsumer shares a topic's partitions with the other members of its
   group, and resumes after the last committed offset.
+- `read` fetches one partition's records in an offset range on demand (what
+  retention has not removed yet): how a gateway fills a room's history when
+  the persistence worker lags further back than its own memory reaches.
+- A topic's `retention_ms` applies to a durable topic's old records; the
+  store keeps the history that outlives them.
 """
 
 from __future__ import annotations
@@ -136,6 +141,10 @@ class Log(abc.ABC):
 
     @abc.abstractmethod
     def group(self, topic: str, group: str) -> GroupConsumer: ...
+
+    @abc.abstractmethod
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[LogRecord]:
+        """The partition's records with start <= offset < end, in order (those still kept)."""
 
     @abc.abstractmethod
     async def ping(self) -> bool:

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">qqII")
 EPHEMERAL_KEEP = 10_000
+RETENTION_CHECK_S = 30.0
 
 
 class _Partition:
@@ -90,8 +91,15 @@ class EmbeddedLog(Log):
         self._io = ThreadPoolExecutor(1, thread_name_prefix="embedded-log")
         self._offsets_file = data_dir / "group-offsets.json" if data_dir else None
         self.group_offsets: dict[str, dict[str, dict[int, int]]] = {}
+        self._retention_task: asyncio.Task[None] | None = None
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETENTION_CHECK_S)
+            self.apply_retention()
 
     async def start(self) -> None:
+        self._retention_task = asyncio.create_task(self._retention_loop(), name="log-retention")
         if self._dir is not None:
             self._dir.mkdir(parents=True, exist_ok=True)
             if self._offsets_file and self._offsets_file.exists():
@@ -104,6 +112,8 @@ class EmbeddedLog(Log):
     async def stop(self) -> None:
         if self._closed:
             return
+        if self._retention_task is not None:
+            self._retention_task.cancel()
         self._flush()
         self._closed = True
         # Wait for the writes in flight, then close the files on the same thread.
@@ -134,29 +144,53 @@ class EmbeddedLog(Log):
             if spec.durable and self._dir is not None:
                 for i, part in enumerate(topic.partitions):
                     path = self._dir / f"{spec.name}-{i}.log"
-                    self._load(path, spec.name, i, part)
+                    self._load(path, spec.name, i, part, spec.retention_ms)
                     part.file = path.open("ab")
         return len(topic.partitions)
 
     @staticmethod
-    def _load(path: Path, name: str, index: int, part: _Partition) -> None:
+    def _load(
+        path: Path, name: str, index: int, part: _Partition, retention_ms: int | None
+    ) -> None:
+        """Read a partition file; drop a torn tail, and records past retention.
+
+        Expired records are cut from the front of the file (rewritten through a
+        temporary file), but the offsets of the rest never change, and the last
+        record is always kept so that offsets keep increasing after a restart.
+        """
         if not path.exists():
             return
         data = path.read_bytes()
+        cutoff = int(time.time() * 1000) - retention_ms if retention_ms is not None else None
         pos = 0
         good = 0
+        keep_from = 0
         while pos + _HEADER.size <= len(data):
             offset, ts, klen, vlen = _HEADER.unpack_from(data, pos)
             end = pos + _HEADER.size + klen + vlen
             if end > len(data):
                 break  # a torn write at the end: the record was never acknowledged
+            if cutoff is not None and ts < cutoff and part.records:
+                # Expired, and a later record exists or may: drop what came before.
+                part.records.clear()
+                part.timestamps.clear()
+                keep_from = pos
             key = data[pos + _HEADER.size : pos + _HEADER.size + klen]
             value = data[pos + _HEADER.size + klen : end]
             part.records.append(LogRecord(name, index, offset, key, value, ts))
             part.timestamps.append(ts)
             part.next_offset = part.end = offset + 1
             pos = good = end
-        if good < len(data):
+        if cutoff is not None and part.records and part.timestamps[0] < cutoff:
+            # The oldest kept record is expired too; it stays on disk (it
+            # carries the next offset) but nobody reads it any more.
+            part.records.pop(0)
+            part.timestamps.pop(0)
+        if keep_from:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data[keep_from:good])
+            tmp.replace(path)
+        elif good < len(data):
             with path.open("r+b") as f:
                 f.truncate(good)
 
@@ -265,6 +299,29 @@ class EmbeddedLog(Log):
 
     def group(self, topic: str, group: str) -> GroupConsumer:
         return _EmbeddedGroup(self, self._topics[topic], group)
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[LogRecord]:
+        part = self._topics[topic].partitions[partition]
+        return part.between(start, min(end, part.end))
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        """Forget durable records older than their topic's retention; how many.
+
+        Memory only: the files are trimmed when they are loaded (`_load`).
+        """
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        dropped = 0
+        for t in self._topics.values():
+            if not t.spec.durable or t.spec.retention_ms is None:
+                continue
+            for part in t.partitions:
+                n = part.index_for_time(now_ms - t.spec.retention_ms)
+                n = min(n, part.offset_index(part.end))
+                if n:
+                    del part.records[:n]
+                    del part.timestamps[:n]
+                    dropped += n
+        return dropped
 
     async def ping(self) -> bool:
         return not self._closed and self._broken is None

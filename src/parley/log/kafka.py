@@ -28,6 +28,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from parley.log.base import (
@@ -60,6 +62,11 @@ def _to_records(messages: list[Any]) -> list[LogRecord]:
             )
         )
     return out
+
+
+def _is_eof(message: Any) -> bool:
+    err = message.error()
+    return err is not None and err.code() == KafkaError._PARTITION_EOF
 
 
 class KafkaLog(Log):
@@ -173,6 +180,8 @@ class KafkaLog(Log):
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise LogUnavailable(f"cannot create topic {spec.name}: {exc}") from exc
+        elif spec.retention_ms is not None:
+            self._set_retention(spec.name, spec.retention_ms)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             topic = self._admin.list_topics(spec.name, timeout=10).topics.get(spec.name)
@@ -181,6 +190,24 @@ class KafkaLog(Log):
                     return len(topic.partitions)
             time.sleep(0.1)
         raise LogUnavailable(f"topic {spec.name} has no leaders after 15 s")
+
+    def _set_retention(self, topic: str, retention_ms: int) -> None:
+        """Apply a changed retention setting to an existing topic."""
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        current = self._admin.describe_configs([resource])[resource].result(timeout=15)
+        entry = current.get("retention.ms")
+        if entry is not None and entry.value == str(retention_ms):
+            return
+        resource.add_incremental_config(
+            ConfigEntry(
+                "retention.ms",
+                str(retention_ms),
+                incremental_operation=AlterConfigOpType.SET,
+            )
+        )
+        for fut in self._admin.incremental_alter_configs([resource]).values():
+            fut.result(timeout=15)
+        logger.info("topic %s: retention.ms set to %d", topic, retention_ms)
 
     def produce(
         self, topic: str, partition: int, key: str, value: bytes
@@ -208,6 +235,47 @@ class KafkaLog(Log):
 
     def group(self, topic: str, group: str) -> GroupConsumer:
         return _KafkaGroup(self._base_config(), topic, group)
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[LogRecord]:
+        if start >= end:
+            return []
+        return await asyncio.to_thread(self._read, topic, partition, start, end)
+
+    def _read(self, topic: str, partition: int, start: int, end: int) -> list[LogRecord]:
+        """A throwaway consumer, assigned at `start`, read up to `end` or the partition's end."""
+        consumer = Consumer(
+            {
+                **self._base_config(),
+                "group.id": f"parley-read-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        out: list[LogRecord] = []
+        try:
+            tp = TopicPartition(topic, partition)
+            low, high = consumer.get_watermark_offsets(tp, timeout=self._timeout_ms / 1000)
+            stop = min(end, high)
+            if max(start, low) >= stop:
+                return out
+            consumer.assign([TopicPartition(topic, partition, max(start, low))])
+            deadline = time.monotonic() + self._timeout_ms / 1000
+            while time.monotonic() < deadline:
+                batch = consumer.consume(1000, 0.5)
+                eof = any(_is_eof(m) for m in batch)
+                for rec in _to_records(batch):
+                    if rec.offset < stop:
+                        out.append(rec)
+                if (out and out[-1].offset >= stop - 1) or eof:
+                    return out
+            raise LogUnavailable(f"reading {topic}/{partition} from {start} timed out")
+        except KafkaException as exc:
+            raise LogUnavailable(f"cannot read {topic}/{partition}: {exc}") from None
+        finally:
+            consumer.close()
 
     async def ping(self) -> bool:
         def check() -> bool:

@@ -3,8 +3,8 @@
 Topics (names get the deployment's prefix):
 - `<prefix>.messages`: chat messages, key = room id, so a room is one
   partition and its order is the partition's order; seq = offset.
-- `<prefix>.events`: typing, receipts, presence, membership changes and
-  device claims; short retention, never stored. Keyed by room for room
+- `<prefix>.events`: typing, receipts, presence, membership changes,
+  device claims and fan-out latency reports; short retention, never stored. Keyed by room for room
   events, by node for presence and heartbeats, by user for device claims,
   so each sequence that must stay in order shares a partition.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from parley.log.base import LogRecord
+from parley.log.base import LogRecord, TopicSpec
 from parley.protocol.messages import ChatMessage, message_id
 
 
@@ -26,6 +26,18 @@ def messages_topic(prefix: str) -> str:
 
 def events_topic(prefix: str) -> str:
     return f"{prefix}.events"
+
+
+EVENTS_RETENTION_MS = 3600 * 1000
+EVENT_PARTITIONS = 4
+
+
+def messages_spec(prefix: str, partitions: int, retention_ms: int) -> TopicSpec:
+    return TopicSpec(messages_topic(prefix), partitions, retention_ms)
+
+
+def events_spec(prefix: str) -> TopicSpec:
+    return TopicSpec(events_topic(prefix), EVENT_PARTITIONS, EVENTS_RETENTION_MS, durable=False)
 
 
 def encode_message(sender: str, client_id: str, body: str, ts_ms: int) -> bytes:
@@ -59,11 +71,16 @@ def decode_message(record: LogRecord) -> ChatMessage | None:
     )
 
 
+# Bounds (ms) of the produce → fan-out latency histogram that gateways report
+# in `fanout` events and the analytics worker adds up; one more bucket is +Inf.
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
+
+
 @dataclass(slots=True, frozen=True)
 class Event:
     """One ephemeral event; `kind` picks which fields matter."""
 
-    kind: str  # typing | receipt | presence | heartbeat | member | device
+    kind: str  # typing | receipt | presence | heartbeat | member | device | fanout
     room: str = ""
     user: str = ""
     node: str = ""
@@ -72,9 +89,10 @@ class Event:
     users: tuple[str, ...] = ()
     device: str = ""
     session: str = ""
+    values: tuple[int, ...] = ()  # fanout: a latency histogram (LATENCY_BUCKETS_MS), then its sum
 
     def key(self) -> str:
-        if self.kind in ("typing", "receipt", "member"):
+        if self.kind in ("typing", "receipt", "member", "fanout"):
             return self.room
         if self.kind in ("heartbeat", "presence"):
             # One node's presence events and heartbeats share a partition, so
@@ -92,6 +110,8 @@ class Event:
             obj["seq"] = self.seq
         if self.users:
             obj["users"] = list(self.users)
+        if self.values:
+            obj["v"] = list(self.values)
         return orjson.dumps(obj)
 
 
@@ -108,6 +128,7 @@ def decode_event(record: LogRecord) -> Event | None:
             users=tuple(str(u) for u in obj.get("users", ())),
             device=str(obj.get("device", "")),
             session=str(obj.get("session", "")),
+            values=tuple(int(v) for v in obj.get("v", ())),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None

@@ -47,6 +47,34 @@ class Room:
 
 
 @dataclass(slots=True, frozen=True)
+class RoomMinute:
+    """One room's counts for one minute (what the analytics worker adds up)."""
+
+    room: str
+    minute_ms: int
+    messages: int = 0
+    latency_count: int = 0
+    latency_sum_ms: int = 0
+    active_users: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class CountsBatch:
+    """What one partition's batch adds to the counters, and the progress it moves.
+
+    `expected` is the progress the worker read before the batch (None: no row
+    yet); the batch is applied only if the stored progress still equals it.
+    """
+
+    source: str
+    partition: int
+    expected: int | None
+    next_offset: int
+    minutes: Sequence[RoomMinute] = ()
+    active: Sequence[tuple[str, int, str]] = ()  # (room, minute_ms, user)
+
+
+@dataclass(slots=True, frozen=True)
 class RoomSummary:
     room: Room
     head: int
@@ -104,7 +132,27 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def persisted(self, topic: str) -> dict[int, int]:
-        """The next offset per partition below which every message is stored."""
+        """The next offset per partition below which every message is stored.
+
+        Workers other than persistence keep their own progress here under a
+        source name of their own (`add_counts`).
+        """
+
+    @abc.abstractmethod
+    async def add_counts(self, batch: CountsBatch) -> bool:
+        """Add a batch to the counters if its progress is still `expected`; False if not.
+
+        The progress move and the additions are one transaction: a batch that
+        a restarted or rebalanced worker reads again is refused, not counted twice.
+        """
+
+    @abc.abstractmethod
+    async def active_users(self, room_id: str, since_ms: int) -> int:
+        """How many distinct members sent in the room from `since_ms` on."""
+
+    @abc.abstractmethod
+    async def room_stats(self, room_id: str, since_ms: int) -> list[RoomMinute]:
+        """The room's minutes from `since_ms` on, oldest first, with active users counted."""
 
     @abc.abstractmethod
     async def history(self, room_id: str, before: int | None, limit: int) -> list[ChatMessage]:

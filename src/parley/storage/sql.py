@@ -14,7 +14,15 @@ from typing import Any
 
 from parley.protocol.messages import ChatMessage
 from parley.protocol.names import dm_members
-from parley.storage.base import Room, RoomExists, RoomSummary, Store, StoreUnavailable
+from parley.storage.base import (
+    CountsBatch,
+    Room,
+    RoomExists,
+    RoomMinute,
+    RoomSummary,
+    Store,
+    StoreUnavailable,
+)
 
 Row = tuple[Any, ...]
 Statement = tuple[str, Sequence[Sequence[Any]]]  # a query and the argument rows to run it with
@@ -204,6 +212,66 @@ class SqlStore(Store):
             "SELECT partition_id, next_offset FROM persist_progress WHERE topic = ?", topic
         )
         return {int(p): int(o) for p, o in rows}
+
+    async def add_counts(self, batch: CountsBatch) -> bool:
+        if batch.expected is None:
+            guard: Statement = (
+                "INSERT INTO persist_progress (topic, partition_id, next_offset)"
+                " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [(batch.source, batch.partition, batch.next_offset)],
+            )
+        else:
+            guard = (
+                "UPDATE persist_progress SET next_offset = ?"
+                " WHERE topic = ? AND partition_id = ? AND next_offset = ?",
+                [(batch.next_offset, batch.source, batch.partition, batch.expected)],
+            )
+        statements = [guard]
+        if batch.minutes:
+            statements.append(
+                (
+                    "INSERT INTO room_minutes (room_id, minute_ms, messages, lat_count, lat_sum_ms)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, minute_ms) DO UPDATE SET"
+                    " messages = room_minutes.messages + excluded.messages,"
+                    " lat_count = room_minutes.lat_count + excluded.lat_count,"
+                    " lat_sum_ms = room_minutes.lat_sum_ms + excluded.lat_sum_ms",
+                    [
+                        (m.room, m.minute_ms, m.messages, m.latency_count, m.latency_sum_ms)
+                        for m in sorted(batch.minutes, key=lambda m: (m.room, m.minute_ms))
+                    ],
+                )
+            )
+        if batch.active:
+            statements.append(
+                (
+                    "INSERT INTO room_active (room_id, minute_ms, user_id) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    sorted(set(batch.active)),
+                )
+            )
+        changed = await self._transaction(statements, all_or_nothing=True)
+        return changed[0] > 0
+
+    async def room_stats(self, room_id: str, since_ms: int) -> list[RoomMinute]:
+        rows = await self._fetch(
+            "SELECT m.minute_ms, m.messages, m.lat_count, m.lat_sum_ms,"
+            " (SELECT COUNT(*) FROM room_active a"
+            "   WHERE a.room_id = m.room_id AND a.minute_ms = m.minute_ms)"
+            " FROM room_minutes m WHERE m.room_id = ? AND m.minute_ms >= ? ORDER BY m.minute_ms",
+            room_id,
+            since_ms,
+        )
+        return [
+            RoomMinute(room_id, int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows
+        ]
+
+    async def active_users(self, room_id: str, since_ms: int) -> int:
+        rows = await self._fetch(
+            "SELECT COUNT(DISTINCT user_id) FROM room_active WHERE room_id = ? AND minute_ms >= ?",
+            room_id,
+            since_ms,
+        )
+        return int(rows[0][0]) if rows else 0
 
     async def history(self, room_id: str, before: int | None, limit: int) -> list[ChatMessage]:
         return await self.range(room_id, -1, before, limit)

@@ -35,19 +35,44 @@ async def run_worker(
     stop: asyncio.Event,
     *,
     max_batch: int = 5000,
+    linger_s: float = 0.0,
     retriable: tuple[type[BaseException], ...] = (),
 ) -> None:
+    """Run until `stop`. With `linger_s`, a batch keeps filling for that long
+    after its first record (up to `max_batch`): how a burst becomes one batch."""
     await consumer.start()
     try:
         while not stop.is_set():
             records = await consumer.poll(max_batch, 0.2)
             if not records:
                 continue
+            if linger_s > 0:
+                records += await _linger(consumer, max_batch - len(records), linger_s, stop)
             if not await _handle_batch(name, handle, records, stop, retriable):
                 return  # stopping: not committed, the next run re-reads this batch
             await consumer.commit(next_offsets(records))
     finally:
         await consumer.stop()
+
+
+async def _linger(
+    consumer: GroupConsumer, room: int, linger_s: float, stop: asyncio.Event
+) -> list[LogRecord]:
+    more: list[LogRecord] = []
+    deadline = asyncio.get_running_loop().time() + linger_s
+    while len(more) < room and not stop.is_set():
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        more += await consumer.poll(room - len(more), min(left, 0.2))
+    return more
+
+
+def by_partition(records: list[LogRecord]) -> dict[int, list[LogRecord]]:
+    out: dict[int, list[LogRecord]] = {}
+    for r in records:
+        out.setdefault(r.partition, []).append(r)
+    return out
 
 
 async def _handle_batch(
