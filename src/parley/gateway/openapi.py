@@ -129,6 +129,36 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/api/stats": {
+            "get": {
+                "summary": "Analytics of the rooms the caller owns (the analytics worker's counts)",
+                "parameters": [
+                    {
+                        "name": "room",
+                        "in": "query",
+                        "description": "one room (403 unless its owner); default every owned room",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "minutes",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 10080,
+                            "default": 60,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "counts per room and minute", **_json(_ref("Stats"))},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
         "/api/dev/token": {
             "post": {
                 "summary": "A token for a user; served only by a node started with --dev",
@@ -251,6 +281,36 @@ OPENAPI: dict[str, Any] = {
                     "body": {"type": "string"},
                     "ts": {"type": "string", "format": "date-time"},
                     "client_id": {"type": "string"},
+                },
+            },
+            "Stats": {
+                "type": "object",
+                "properties": {
+                    "since": {"type": "string", "format": "date-time"},
+                    "rooms": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "room": {"type": "string"},
+                                "messages": {"type": "integer"},
+                                "active_users": {"type": "integer"},
+                                "latency_avg_ms": {"type": ["number", "null"]},
+                                "minutes": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "minute": {"type": "string", "format": "date-time"},
+                                            "messages": {"type": "integer"},
+                                            "active_users": {"type": "integer"},
+                                            "latency_avg_ms": {"type": ["number", "null"]},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
                 },
             },
             "History": {
