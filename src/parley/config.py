@@ -52,7 +52,12 @@ class Settings:
     notify_url: str | None = None
     notify_secret: str | None = None
     notify_coalesce_s: float = 2.0
-    metrics_port: int = 9100
+    metrics_port: int = 9101
+    allowed_origins: tuple[str, ...] | None = None
+    drain_timeout_s: float = 10.0
+    handshake_rate: float = 50.0
+    handshake_burst: int = 200
+    max_connections_per_user: int = 32
     presence_timeout_s: float = 15.0
     kafka_timeout_ms: int = 15000
     log_level: str = "INFO"
@@ -172,6 +177,22 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = Tru
     s.notify_secret = env.get("PARLEY_NOTIFY_SECRET") or None
     s.notify_coalesce_s = _float(env, "PARLEY_NOTIFY_COALESCE", s.notify_coalesce_s)
     s.metrics_port = _int(env, "PARLEY_METRICS_PORT", s.metrics_port)
+    origins = env.get("PARLEY_ALLOWED_ORIGINS")
+    if origins:
+        s.allowed_origins = tuple(o.strip().rstrip("/") for o in origins.split(",") if o.strip())
+        for origin in s.allowed_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"PARLEY_ALLOWED_ORIGINS: {origin!r} is not an origin like https://chat.example"
+                )
+        if "*" in s.allowed_origins:
+            s.allowed_origins = None
+    s.drain_timeout_s = _float(env, "PARLEY_DRAIN_TIMEOUT", s.drain_timeout_s)
+    s.handshake_rate = _float(env, "PARLEY_HANDSHAKE_RATE", s.handshake_rate)
+    s.handshake_burst = _int(env, "PARLEY_HANDSHAKE_BURST", s.handshake_burst, minimum=1)
+    s.max_connections_per_user = _int(
+        env, "PARLEY_MAX_CONNECTIONS_PER_USER", s.max_connections_per_user, minimum=1
+    )
     if s.metrics_port > 65535:
         raise ConfigError(f"PARLEY_METRICS_PORT must be at most 65535, got {s.metrics_port}")
     s.kafka_timeout_ms = _int(env, "PARLEY_KAFKA_TIMEOUT_MS", s.kafka_timeout_ms, minimum=1000)

@@ -13,15 +13,22 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from aiohttp import web
 
 from parley.auth.tokens import TokenVerifier, VerifierConfig, issue_token
 from parley.cli import workers as worker_set
 from parley.cli.wiring import make_log, make_store
 from parley.config import KNOWN_WORKERS, ConfigError, Settings, load_settings
-from parley.log.base import LogError
+from parley.log.base import Log, LogError
 from parley.metrics import Metrics
-from parley.storage.base import StoreError
+from parley.storage.base import Store, StoreError
+
+if TYPE_CHECKING:
+    from parley.gateway.node import Node
 
 logger = logging.getLogger("parley")
 
@@ -107,8 +114,6 @@ async def _wait_for_signal() -> None:
 
 
 async def serve(settings: Settings) -> None:
-    from aiohttp import web
-
     from parley.gateway.node import Node
     from parley.gateway.server import AccessLogger, build_app
 
@@ -159,14 +164,43 @@ async def serve(settings: Settings) -> None:
     try:
         await _wait_for_signal()
     finally:
-        logger.info("stopping")
-        await node.stop()
-        await runner.shutdown()
-        await runner.cleanup()
-        stop_workers.set()
-        await worker_set.finish(workers, closers)
-        await log.stop()
+        await _drain(settings, node, site, runner, stop_workers, workers, closers, log, store)
+
+
+async def _drain(
+    settings: Settings,
+    node: Node,
+    site: web.TCPSite,
+    runner: web.AppRunner,
+    stop_workers: asyncio.Event,
+    workers: list[asyncio.Task[None]],
+    closers: list[Callable[[], Awaitable[None]]],
+    log: Log,
+    store: Store,
+) -> None:
+    """SIGTERM: stop accepting, let sends in flight get their ack, close every
+    session with 1001 (clients resume elsewhere with `since`), stop the
+    workers after their batch (offsets committed), flush the producer; all
+    within PARLEY_DRAIN_TIMEOUT, after which the process exits anyway."""
+    started = time.monotonic()
+    logger.info("draining (at most %.0f s)", settings.drain_timeout_s)
+    node.draining = True
+    try:
+        async with asyncio.timeout(settings.drain_timeout_s):
+            await site.stop()
+            if not await node.drain(settings.drain_timeout_s / 2):
+                logger.warning("sends still waiting for the log when sessions closed")
+            await node.stop()
+            await runner.shutdown()
+            await runner.cleanup()
+            stop_workers.set()
+            await worker_set.finish(workers, closers)
+            await log.stop()
+    except TimeoutError:
+        logger.warning("drain took over %.0f s; exiting anyway", settings.drain_timeout_s)
+    finally:
         await store.stop()
+    logger.info("drained in %.1f s", time.monotonic() - started)
 
 
 async def worker(settings: Settings, name: str) -> None:

@@ -85,6 +85,7 @@ class Node:
         self.membership = Membership(store)
         self.presence = Presence(settings.presence_timeout_s)
         self.send_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
+        self.handshake_limiter = RateLimiter(settings.handshake_rate, settings.handshake_burst)
         self.messages_topic = messages_topic(settings.topic_prefix)
         self.events_topic = events_topic(settings.topic_prefix)
         self.partitions = settings.partitions
@@ -99,6 +100,7 @@ class Node:
         self._ends: dict[int, int] = {}
         self._read_pos: dict[int, int] = {}
         self.caught_up = asyncio.Event()
+        self.draining = False  # SIGTERM: /readyz answers 503 so balancers move away
         self.loop_lag_s = 0.0
         self._c_sent = metrics.counter("parley_messages_sent_total", "sends produced to the log")
         self._c_read = metrics.counter(
@@ -172,9 +174,24 @@ class Node:
                 "still reading the log back after %.0f s; serving anyway", STARTUP_CATCHUP_S
             )
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait (up to the timeout) for the sends in flight to get their ack or error."""
+        for _ in range(max(1, int(timeout_s / 0.05))):
+            if not self._pending:
+                break
+            await asyncio.sleep(0.05)  # polled: acks arrive in batches, a wake-up each is waste
+        return not self._pending
+
     async def stop(self) -> None:
         for session in self.hub.all_sessions():
             self.close_session(session, CloseCode.GOING_AWAY, "server going away")
+        # Let the close handshakes finish, so that clients see 1001 (resume
+        # elsewhere), not a dropped connection; a peer that does not answer
+        # is aborted by its connection after 5 s.
+        for _ in range(120):
+            if not self.hub.all_sessions():
+                break
+            await asyncio.sleep(0.05)
         # Tell the others at once that this node's users are gone.
         self._produce_event(Event("heartbeat", node=self.node_id))
         for task in self._tasks:
@@ -576,7 +593,12 @@ class Node:
 
     async def ready(self) -> dict[str, bool]:
         log_ok, store_ok = await asyncio.gather(self.log.ping(), self.store.ping())
-        return {"log": log_ok, "database": store_ok, "caught_up": self.caught_up.is_set()}
+        return {
+            "log": log_ok,
+            "database": store_ok,
+            "caught_up": self.caught_up.is_set(),
+            "accepting": not self.draining,
+        }
 
 
 def _event_delivered(future: asyncio.Future[Delivered]) -> None:

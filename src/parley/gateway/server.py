@@ -90,12 +90,27 @@ async def auth_middleware(request: web.Request, handler: Handler) -> StreamRespo
     return await handler(request)
 
 
+def origin_allowed(request: web.Request, allowed: tuple[str, ...] | None) -> bool:
+    """Browsers send Origin; other clients need not. With a list set, a browser
+    page from any other origin cannot open a socket with its user's token."""
+    origin = request.headers.get("Origin")
+    return allowed is None or origin is None or origin.rstrip("/") in allowed
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
+    settings = node.settings
+    if not origin_allowed(request, settings.allowed_origins):
+        return error_response(403, "forbidden", "this origin may not connect")
+    peer = request.remote or "?"
+    if not node.handshake_limiter.allow(peer):
+        return error_response(429, "rate_limited", "too many connection attempts; retry later")
     try:
         identity = request.app[VERIFIER].verify(request.query.get("token") or bearer(request))
     except InvalidToken as exc:
         return error_response(401, "unauthorized", str(exc))
+    if len(tuple(node.hub.sessions_of(identity.user))) >= settings.max_connections_per_user:
+        return error_response(429, "rate_limited", "too many open connections for this user")
     room = request.query.get("room") or None
     receiver = request.query.get("receiver") or request.query.get("receiverId") or None
     if receiver is not None:

@@ -1,0 +1,129 @@
+"""Graceful operations and abuse limits, through `parley serve` only.
+
+SIGTERM drains a gateway: it stops accepting, lets sends in flight get their
+ack, closes every session with 1001 so clients resume elsewhere, and exits
+within PARLEY_DRAIN_TIMEOUT. Handshakes per IP, connections per user and
+browser origins are limited by configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import own_cluster
+from tests.harness import Cluster, token
+
+
+async def test_sigterm_drains_sends_in_flight_then_closes_with_1001(two_nodes: Cluster) -> None:
+    room = f"d{uuid.uuid4().hex[:8]}"
+    await two_nodes.api("alice").create_room(room, ["bob"])
+    bob = await two_nodes.connect("bob", node=1)
+    await bob.subscribe(room)
+    alice = await two_nodes.connect("alice", node=0)
+    for i in range(300):
+        await alice.send(type="send", room=room, client_id=f"c{i}", body=f"m{i}", ref=f"c{i}")
+    started = time.monotonic()
+    code = await two_nodes.nodes[0].stop()
+    took = time.monotonic() - started
+    assert code == 0 and took < 10
+    assert await alice.wait_closed() == 1001
+    answered = [f for f in alice.frames if f.get("type") in ("ack", "error")]
+    acked = {f["client_id"]: f for f in answered if f["type"] == "ack"}
+    # Every send the node read got its answer before the close; none was lost.
+    assert len(acked) == len({f["ref"] for f in answered}), answered[:3]
+    assert "drained in" in two_nodes.nodes[0].output()
+    # The client resumes on the other node: every ack is there once, in order.
+    await bob.drain(1.0)
+    got = [m["client_id"] for m in bob.messages(room)]
+    assert len(got) == len(set(got))
+    assert set(acked) <= set(got)
+    again = await two_nodes.connect("alice", node=1)
+    missing = [f"c{i}" for i in range(300) if f"c{i}" not in acked]
+    for cid in missing:  # the retry of a send the drain cut off: same client_id
+        await again.send_message(room, f"m{cid[1:]}", client_id=cid)
+    await bob.drain(1.0)
+    final = [m["client_id"] for m in bob.messages(room)]
+    assert sorted(final) == sorted(f"c{i}" for i in range(300))
+
+
+async def test_readyz_says_not_ready_while_draining(tmp_path: Path) -> None:
+    async with own_cluster("embedded", tmp_path, PARLEY_DRAIN_TIMEOUT="3") as cluster:
+        node = cluster.nodes[0]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{node.url}/readyz") as resp:
+                assert resp.status == 200 and (await resp.json())["accepting"] is True
+        assert await node.stop() == 0
+
+
+async def test_handshakes_per_ip_are_limited(tmp_path: Path) -> None:
+    async with own_cluster(
+        "embedded", tmp_path, PARLEY_HANDSHAKE_RATE="1", PARLEY_HANDSHAKE_BURST="5"
+    ) as cluster:
+        node = cluster.nodes[0]
+        statuses = []
+        async with aiohttp.ClientSession() as http:
+            for _ in range(8):
+                try:
+                    ws = await http.ws_connect(node.ws_url, params={"token": token("alice")})
+                    statuses.append(101)
+                    await ws.close()
+                except aiohttp.WSServerHandshakeError as exc:
+                    statuses.append(exc.status)
+        assert statuses[:5] == [101] * 5
+        assert 429 in statuses[5:]
+
+
+async def test_connections_per_user_are_capped(tmp_path: Path) -> None:
+    async with own_cluster("embedded", tmp_path, PARLEY_MAX_CONNECTIONS_PER_USER="3") as cluster:
+        held = [await cluster.connect("alice") for _ in range(3)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await cluster.connect("alice")
+        assert refused.value.status == 429
+        other = await cluster.connect("bob")  # another user is not affected
+        assert other.frames[0]["type"] == "hello"
+        await held[0].close()
+        await asyncio.sleep(0.2)
+        replacement = await cluster.connect("alice")
+        assert replacement.frames[0]["type"] == "hello"
+
+
+async def test_browser_origins_are_checked_when_configured(tmp_path: Path) -> None:
+    async with own_cluster(
+        "embedded", tmp_path, PARLEY_ALLOWED_ORIGINS="https://chat.example, http://127.0.0.1:1"
+    ) as cluster:
+        node = cluster.nodes[0]
+        async with aiohttp.ClientSession() as http:
+            for origin, allowed in (
+                ("https://chat.example", True),
+                ("http://127.0.0.1:1", True),
+                ("https://evil.example", False),
+                (None, True),  # not a browser: no Origin header
+            ):
+                headers = {"Origin": origin} if origin else {}
+                try:
+                    ws = await http.ws_connect(
+                        node.ws_url, params={"token": token("alice")}, headers=headers
+                    )
+                    await ws.close()
+                    ok = True
+                except aiohttp.WSServerHandshakeError as exc:
+                    assert exc.status == 403
+                    ok = False
+                assert ok is allowed, origin
+
+
+async def test_any_origin_by_default(cluster: Cluster) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(
+            cluster.nodes[0].ws_url,
+            params={"token": token("alice")},
+            headers={"Origin": "https://anywhere.example"},
+        )
+        assert (await ws.receive_json())["type"] == "hello"
+        await ws.close()
