@@ -172,8 +172,11 @@ class WsClient:
             aiohttp.WSMsgType.CLOSING,
             aiohttp.WSMsgType.CLOSED,
         ):
-            self.close_code = self.ws.close_code
-            raise Closed(self.ws.close_code)
+            # The code the server sent: aiohttp's close_code turns into 1006
+            # when its automatic close reply finds the connection already gone.
+            code = msg.data if msg.type == aiohttp.WSMsgType.CLOSE else self.ws.close_code
+            self.close_code = code
+            raise Closed(code)
         raise AssertionError(f"unexpected frame {msg.type}: {msg.data!r}")
 
     async def expect(self, type: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
@@ -368,3 +371,123 @@ async def running(nodes: list[ServerProcess]) -> AsyncIterator[list[ServerProces
     finally:
         for n in nodes:
             await n.stop()
+
+
+@dataclass
+class WorkerProcess:
+    """One `parley worker NAME` process, beside the gateways; stopped or killed by its starter.
+
+    It gets a free PARLEY_METRICS_PORT of its own, so that several workers of
+    one test (and of tests running at the same time) never share one.
+    """
+
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    worker_id: str = "w0"
+    metrics_port: int = field(default_factory=free_port)
+    proc: asyncio.subprocess.Process | None = None
+    _pump: asyncio.Task[None] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    async def start(self) -> None:
+        env = {
+            **self.env,
+            "PARLEY_METRICS_PORT": str(self.metrics_port),
+            "PARLEY_NODE_ID": self.worker_id,
+        }
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "parley.cli.main",
+            "worker",
+            self.name,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        ready = asyncio.get_running_loop().create_future()
+        self._pump = asyncio.create_task(self._read_output(ready))
+        try:
+            await asyncio.wait_for(ready, READY_TIMEOUT_S)
+        except BaseException:
+            await self.kill()
+            raise
+
+    async def _read_output(self, ready: asyncio.Future[None]) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        running = f"parley: worker {self.name} running".encode()
+        with self.log_path.open("ab") as out:
+            async for line in self.proc.stdout:
+                out.write(line)
+                out.flush()
+                if not ready.done() and running in line:
+                    ready.set_result(None)
+        if not ready.done():
+            ready.set_exception(
+                RuntimeError(
+                    f"worker {self.name} ({self.worker_id}) exited:"
+                    f" {self.log_path.read_text()[-2000:]}"
+                )
+            )
+
+    async def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (a clean stop), SIGKILL after `timeout`; the exit code."""
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        await self._drain()
+        return self.proc.returncode
+
+    async def kill(self) -> None:
+        """SIGKILL: the worker gets no chance to finish its batch or commit anything."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        if self._pump is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pump, 5)
+            self._pump = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def metrics(self) -> str:
+        """The worker's /metrics text."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.metrics_url, timeout=aiohttp.ClientTimeout(total=10)) as resp,
+        ):
+            assert resp.status == 200, (resp.status, await resp.text())
+            return await resp.text()
+
+    async def sample(self, name: str, labels: str = "") -> float | None:
+        """One sample of /metrics (`labels` as written there: `room="r1"`), or None."""
+        return self.parse_sample(await self.metrics(), name, labels)
+
+    @staticmethod
+    def parse_sample(text: str, name: str, labels: str = "") -> float | None:
+        """The value of `name{labels}` in Prometheus text (any /metrics), or None if absent."""
+        key = f"{name}{{{labels}}}" if labels else name
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            series, _, value = line.rpartition(" ")
+            if series == key:
+                return float(value)
+        return None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
