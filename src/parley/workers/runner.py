@@ -10,6 +10,7 @@ batch, and nothing is committed meanwhile: no record is skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -41,17 +42,29 @@ async def run_worker(
     """Run until `stop`. With `linger_s`, a batch keeps filling for that long
     after its first record (up to `max_batch`): how a burst becomes one batch."""
     await consumer.start()
+    ahead: asyncio.Future[list[LogRecord]] | None = None
     try:
         while not stop.is_set():
-            records = await consumer.poll(max_batch, 0.2)
+            if ahead is not None:
+                records, ahead = await ahead, None
+            else:
+                records = await consumer.poll(max_batch, 0.2)
             if not records:
                 continue
             if linger_s > 0:
                 records += await _linger(consumer, max_batch - len(records), linger_s, stop)
+            else:
+                # Read the next batch while this one is handled (the consumer
+                # works in its own thread): the database and the broker overlap.
+                ahead = asyncio.ensure_future(consumer.poll(max_batch, 0.2))
             if not await _handle_batch(name, handle, records, stop, retriable):
                 return  # stopping: not committed, the next run re-reads this batch
             await consumer.commit(next_offsets(records))
     finally:
+        if ahead is not None:
+            # Read but not handled: not committed either, so read again next run.
+            with contextlib.suppress(Exception):
+                await ahead
         await consumer.stop()
 
 
