@@ -37,6 +37,7 @@ from parley.log.records import decode_event, decode_message, events_topic, messa
 from parley.metrics import Metrics
 from parley.presence import Presence
 from parley.protocol.messages import ChatMessage, format_ts
+from parley.protocol.names import dm_members
 from parley.storage.base import Store, StoreUnavailable
 from parley.workers.runner import run_worker
 
@@ -201,7 +202,12 @@ class NotifyWorker:
         notes: dict[str, Notification] = {}
         for msg in messages:
             if msg.room not in members:
-                members[msg.room] = await self._store.members(msg.room) or frozenset()
+                pair = dm_members(msg.room)  # a DM room's members are in its id
+                members[msg.room] = (
+                    frozenset(pair)
+                    if pair is not None
+                    else await self._store.members(msg.room) or frozenset()
+                )
             for user in sorted(members[msg.room]):
                 if user == msg.sender or self.presence.is_online(user):
                     continue
