@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint typecheck services services-stop cluster cluster-stop clean
+.PHONY: install run test lint typecheck services services-stop cluster cluster-stop chromium clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,11 +49,16 @@ test: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	@bash scripts/chromium.sh >/dev/null
 	@set -euo pipefail; \
 	  lines=$$(bash scripts/services.sh start | tail -n 2); \
 	  export PARLEY_TEST_KAFKA_BOOTSTRAP=$$(echo "$$lines" | sed -n 's/^PARLEY_KAFKA_BOOTSTRAP=//p'); \
 	  export PARLEY_TEST_DATABASE_URL=$$(echo "$$lines" | sed -n 's/^PARLEY_DATABASE_URL=//p'); \
 	  $(BIN)/pytest -q
+
+# Debian's Chromium for tests/browser (apt-get, only when /usr/bin/chromium is absent).
+chromium:
+	@bash scripts/chromium.sh >/dev/null
 
 clean:
 	rm -rf $(VENV) .parley .mypy_cache .ruff_cache .pytest_cache

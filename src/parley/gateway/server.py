@@ -92,9 +92,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> StreamRespo
 
 def origin_allowed(request: web.Request, allowed: tuple[str, ...] | None) -> bool:
     """Browsers send Origin; other clients need not. With a list set, a browser
-    page from any other origin cannot open a socket with its user's token."""
+    page from any other origin cannot open a socket with its user's token. The
+    node's own page (same host) is always allowed."""
     origin = request.headers.get("Origin")
-    return allowed is None or origin is None or origin.rstrip("/") in allowed
+    if allowed is None or origin is None:
+        return True
+    origin = origin.rstrip("/")
+    return origin in allowed or origin.split("://", 1)[-1] == request.host
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -189,6 +193,12 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(web_root() / "index.html")
 
 
+async def revalidate_page(request: web.Request, response: web.StreamResponse) -> None:
+    """The page and its modules are revalidated (ETag), so an upgrade reaches browsers."""
+    if request.path == "/" or request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-cache"
+
+
 def build_app(node: Node, verifier: TokenVerifier, *, dev_secret: str | None) -> web.Application:
     settings = node.settings
     app = web.Application(
@@ -196,6 +206,7 @@ def build_app(node: Node, verifier: TokenVerifier, *, dev_secret: str | None) ->
     )
     app[NODE] = node
     app[VERIFIER] = verifier
+    app.on_response_prepare.append(revalidate_page)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

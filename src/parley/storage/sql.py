@@ -295,15 +295,32 @@ class SqlStore(Store):
         return int(rows[0][0]) if rows and rows[0][0] is not None else -1
 
     async def set_last_read(self, room_id: str, user: str, seq: int) -> None:
-        await self._transaction(
-            [
+        statements: list[Statement] = []
+        pair = dm_members(room_id)
+        if pair is not None:
+            # A DM's rows appear when its first message is stored; a read may
+            # come first (the worker lags): make them now, or the read is lost.
+            now = int(time.time() * 1000)
+            statements += [
                 (
-                    "UPDATE members SET last_read = ? WHERE room_id = ? AND user_id = ?"
-                    " AND last_read < ?",
-                    [(seq, room_id, user, seq)],
-                )
+                    "INSERT INTO rooms (id, name, owner, kind, created_ms)"
+                    " VALUES (?, ?, NULL, 'dm', ?) ON CONFLICT DO NOTHING",
+                    [(room_id, room_id, now)],
+                ),
+                (
+                    "INSERT INTO members (room_id, user_id, joined_ms) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    [(room_id, u, now) for u in pair],
+                ),
             ]
+        statements.append(
+            (
+                "UPDATE members SET last_read = ? WHERE room_id = ? AND user_id = ?"
+                " AND last_read < ?",
+                [(seq, room_id, user, seq)],
+            )
         )
+        await self._transaction(statements)
 
     async def summaries(self, user: str) -> list[RoomSummary]:
         rooms = await self.rooms_of(user)
