@@ -350,6 +350,16 @@ async def test_only_well_formed_dm_rooms_are_made(store: Store) -> None:
 # Read marks and summaries ---------------------------------------------------------------------
 
 
+async def test_a_dm_read_before_its_first_row_is_kept(store: Store) -> None:
+    """The reader saw the message live; the persistence worker stores it later."""
+    room = dm_room("alice", "bob")
+    await store.set_last_read(room, "bob", 4)
+    await store.save_messages([msg(room, 4, sender="alice"), msg(room, 6, sender="alice")])
+    assert by_room(await store.summaries("bob"))[room][1] == 4
+    [summary] = [s for s in await store.summaries("bob") if s.room.id == room]
+    assert (summary.head, summary.unread) == (6, 1)
+
+
 async def test_set_last_read_only_moves_forward(store: Store) -> None:
     await store.create_room("r", "R", "alice", ["bob"])
     await store.save_messages([msg("r", s, sender="alice") for s in range(10)])
