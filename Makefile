@@ -25,8 +25,8 @@ run: install
 	@$(BIN)/parley serve --dev
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: install
 	$(BIN)/mypy
@@ -46,8 +46,8 @@ cluster-stop:
 # Lint and types first (cheap), then the whole suite against a real broker and
 # PostgreSQL that `services` starts (or reuses).
 test: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 	@bash scripts/chromium.sh >/dev/null
 	@set -euo pipefail; \

@@ -1,4 +1,4 @@
-"""`parley serve | token | worker`.
+"""`parley serve | token | worker | chat`.
 
 Every flag has a `PARLEY_*` variable; a flag given on the command line wins.
 A wrong or missing setting ends the command with one line naming it.
@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--metrics-port", help="port of /metrics and /healthz (PARLEY_METRICS_PORT, default 9101)"
     )
+    # `parley chat` parses its own flags (parley.cli.chat.run_chat); listed here for --help.
+    sub.add_parser("chat", help="the terminal chat client (see parley chat --help)", add_help=False)
     return parser
 
 
@@ -255,7 +257,14 @@ async def worker(settings: Settings, name: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["chat"]:
+        # Imported here: the terminal client (Textual) costs a second of start-up
+        # that `serve` and `worker` should not pay.
+        from parley.cli.chat import run_chat
+
+        return run_chat(words[1:])
+    args = _parser().parse_args(words)
     try:
         env = _env_with_flags(args)
         if args.command == "token":
