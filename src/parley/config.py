@@ -59,6 +59,7 @@ class Settings:
     handshake_burst: int = 200
     max_connections_per_user: int = 32
     presence_timeout_s: float = 15.0
+    presence_max_room: int = 500
     kafka_timeout_ms: int = 15000
     log_level: str = "INFO"
 
@@ -162,6 +163,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = Tru
     s.session_queue_bytes = _int(env, "PARLEY_SESSION_QUEUE_BYTES", s.session_queue_bytes, 65536)
     s.idempotency_window_s = _int(env, "PARLEY_IDEMPOTENCY_WINDOW", s.idempotency_window_s, 1)
     s.presence_timeout_s = _float(env, "PARLEY_PRESENCE_TIMEOUT", s.presence_timeout_s)
+    s.presence_max_room = _int(env, "PARLEY_PRESENCE_MAX_ROOM", s.presence_max_room, minimum=2)
     hours = _float(env, "PARLEY_LOG_RETENTION_HOURS", s.log_retention_ms / 3_600_000)
     s.log_retention_ms = int(hours * 3_600_000)
     if s.log_retention_ms < s.idempotency_window_s * 1000:

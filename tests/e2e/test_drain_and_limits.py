@@ -127,3 +127,27 @@ async def test_any_origin_by_default(cluster: Cluster) -> None:
         )
         assert (await ws.receive_json())["type"] == "hello"
         await ws.close()
+
+
+async def test_presence_travels_only_through_rooms_up_to_the_size_limit(tmp_path: Path) -> None:
+    """A room over PARLEY_PRESENCE_MAX_ROOM members carries no presence (N joins, N² frames)."""
+    async with own_cluster("embedded", tmp_path, PARLEY_PRESENCE_MAX_ROOM="3") as cluster:
+        await cluster.api("alice").create_room("big", ["bob", "carol", "dave"])
+        await cluster.api("alice").create_room("small", ["carol"])
+        bob = await cluster.connect("bob")
+        carol = await cluster.connect("carol")
+        await cluster.connect("alice")
+        # carol shares `small` (2 members) with alice: she hears of her.
+        await carol.expect("presence", user="alice", status="online")
+        # bob shares only `big` (4 members) with alice: he does not.
+        await bob.drain(1.0)
+        assert [f for f in bob.frames if f.get("type") == "presence"] == []
+        # A DM always carries presence, whatever else is shared.
+        await bob.send_message("dm:alice:bob", "hello")
+        for _ in range(100):  # the DM exists for `hello.rooms` once its message is stored
+            _, rooms = await cluster.api("bob").call("GET", "/api/rooms")
+            if any(r["id"] == "dm:alice:bob" for r in rooms):
+                break
+            await asyncio.sleep(0.05)
+        late = await cluster.connect("bob", device="second")
+        await late.expect("presence", user="alice", status="online")

@@ -61,6 +61,16 @@ class Membership:
         members = await self.load(room)
         return members is not None and user in members
 
+    async def members(self, room: str) -> frozenset[str] | None:
+        """The members, from the cache while fresh (MAX_AGE_S), else from the store."""
+        pair = dm_members(room)
+        if pair is not None:
+            return frozenset(pair)
+        entry = self._rooms.get(room)
+        if entry is not None and time.monotonic() - entry.loaded_at < MAX_AGE_S:
+            return entry.members
+        return await self.load(room)
+
     async def load(self, room: str) -> frozenset[str] | None:
         pair = dm_members(room)
         if pair is not None:

@@ -92,7 +92,7 @@ class Node:
         self.event_partitions = EVENT_PARTITIONS
         # (room, sender, client_id) -> when it was produced, and who waits for its ack
         self._pending: dict[tuple[str, str, str], tuple[float, list[AckWaiter]]] = {}
-        self.roster = Roster(store, self.hub)
+        self.roster = Roster(store, self.hub, self.membership, settings.presence_max_room)
         self.backfill = Backfill(log, self.messages_topic, self.rooms)
         self.latency = FanoutLatency(metrics)
         self._readers: list[TailReader] = []
@@ -320,7 +320,7 @@ class Node:
 
     async def open_session(self, session: Session) -> None:
         """Register a new connection and greet it; raises StoreUnavailable."""
-        rooms = await self.store.rooms_of(session.user)
+        rooms = await self.store.room_ids_of(session.user)
         if session.device is not None:
             for other in self.hub.sessions_of(session.user):
                 if other.device == session.device:
@@ -336,14 +336,14 @@ class Node:
             )
         first = self.hub.add(session)
         if first:
-            self.roster.add_user(session.user, [r.id for r in rooms])
+            self.roster.add_user(session.user, rooms)
         session.writer.send_json(
             encode(
                 {
                     "type": "hello",
                     "user": session.user,
                     "session": session.id,
-                    "rooms": [r.id for r in rooms],
+                    "rooms": rooms,
                     "server": self.node_id,
                 }
             )
@@ -352,7 +352,10 @@ class Node:
             self._produce_event(
                 Event("presence", user=session.user, node=self.node_id, status="online")
             )
-        mates = {m for r in rooms for m in r.members if m != session.user}
+        try:
+            mates = await self.roster.mates(session.user, rooms)
+        except StoreUnavailable:
+            mates = set()  # presence is best effort; the session itself is fine
         for mate in sorted(mates):
             if self.presence.is_online(mate):
                 session.writer.send_json(

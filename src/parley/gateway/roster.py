@@ -5,6 +5,10 @@ which local users share a room with whom, and sends the `presence` frames.
 One announcer task works through the changes in order, so a client never
 sees an old status after a newer one; a user's rooms are cached, so a
 reconnect storm costs each node one query per user rather than per event.
+
+Presence travels only through rooms of at most `max_room` members (DMs
+always): in a room of N members, N joins would cost N² frames, which is why
+large chat systems do not broadcast presence in big rooms either.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import time
 
 from parley.gateway.hub import Hub
+from parley.gateway.membership import Membership
 from parley.presence import Change
 from parley.protocol.messages import encode
 from parley.storage.base import Store, StoreUnavailable
@@ -24,9 +29,11 @@ ROOMS_CACHE_S = 30.0
 
 
 class Roster:
-    def __init__(self, store: Store, hub: Hub) -> None:
+    def __init__(self, store: Store, hub: Hub, membership: Membership, max_room: int) -> None:
         self._store = store
         self._hub = hub
+        self._membership = membership
+        self._max_room = max_room
         self._user_rooms: dict[str, set[str]] = {}  # local users -> their rooms
         self._room_users: dict[str, set[str]] = {}  # room -> its local users
         self._rooms_cache: dict[str, tuple[float, frozenset[str]]] = {}
@@ -84,9 +91,23 @@ class Roster:
         now = time.monotonic()
         if cached is not None and now - cached[0] < ROOMS_CACHE_S:
             return cached[1]
-        rooms = frozenset(r.id for r in await self._store.rooms_of(user))
+        rooms = frozenset(await self._store.room_ids_of(user))
         self._rooms_cache[user] = (now, rooms)
         return rooms
+
+    async def carries_presence(self, room: str) -> bool:
+        members = await self._membership.members(room)
+        return members is not None and len(members) <= self._max_room
+
+    async def mates(self, user: str, rooms: list[str]) -> set[str]:
+        """Everyone who shares a presence-carrying room with the user."""
+        out: set[str] = set()
+        for room in rooms:
+            members = await self._membership.members(room)
+            if members is not None and len(members) <= self._max_room:
+                out |= members
+        out.discard(user)
+        return out
 
     async def _announce(self, user: str, status: str) -> None:
         if not self._room_users:
@@ -97,7 +118,9 @@ class Roster:
             return
         recipients: set[str] = set()
         for room in rooms:
-            recipients |= self._room_users.get(room, set())
+            here = self._room_users.get(room)
+            if here and await self.carries_presence(room):
+                recipients |= here
         recipients.discard(user)
         if not recipients:
             return

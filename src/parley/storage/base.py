@@ -110,6 +110,10 @@ class Store(abc.ABC):
     async def rooms_of(self, user: str) -> list[Room]: ...
 
     @abc.abstractmethod
+    async def room_ids_of(self, user: str) -> list[str]:
+        """The ids of the user's rooms, sorted: what a connection needs, without members."""
+
+    @abc.abstractmethod
     async def add_member(self, room_id: str, user: str) -> bool:
         """True if the user was added (False: already a member)."""
 

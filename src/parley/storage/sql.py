@@ -134,6 +134,12 @@ class SqlStore(Store):
     async def rooms_of(self, user: str) -> list[Room]:
         return await self._rooms("r.id IN (SELECT room_id FROM members WHERE user_id = ?)", user)
 
+    async def room_ids_of(self, user: str) -> list[str]:
+        rows = await self._fetch(
+            "SELECT room_id FROM members WHERE user_id = ? ORDER BY room_id", user
+        )
+        return [r[0] for r in rows]
+
     async def add_member(self, room_id: str, user: str) -> bool:
         changed = await self._transaction(
             [
