@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint typecheck services services-stop cluster cluster-stop chromium clean
+.PHONY: install run test lint typecheck services services-stop cluster cluster-stop chromium bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,18 @@ test: install
 	  export PARLEY_TEST_KAFKA_BOOTSTRAP=$$(echo "$$lines" | sed -n 's/^PARLEY_KAFKA_BOOTSTRAP=//p'); \
 	  export PARLEY_TEST_DATABASE_URL=$$(echo "$$lines" | sed -n 's/^PARLEY_DATABASE_URL=//p'); \
 	  $(BIN)/pytest -q
+
+# The benchmarks of issue 5 (bench/, results in docs/benchmarks.md): Parley against
+# python-socketio (KafkaManager, AsyncRedisManager) and Django Channels. The peers,
+# the load generator and matplotlib live in their own venv (~/.cache/parley/bench-venv,
+# from bench/requirements.txt, made by bench/run.py), never in Parley's dependencies.
+# `bench` runs everything at full size (about 25 min) and rewrites docs/benchmarks.md
+# and its plots; `bench-quick` runs every scenario at a tiny size (under two minutes).
+bench: install
+	$(BIN)/python -m bench.run
+
+bench-quick: install
+	$(BIN)/python -m bench.run --quick
 
 # Debian's Chromium for tests/browser (apt-get, only when /usr/bin/chromium is absent).
 chromium:

@@ -197,3 +197,18 @@ def test_configuration_is_checked_up_front() -> None:
         TokenVerifier(VerifierConfig(("RS256",), secret=SECRET))
     with pytest.raises(ValueError, match="not supported"):
         TokenVerifier(VerifierConfig(("none",), secret=SECRET))
+
+
+def test_a_verified_token_still_expires_and_matures_on_the_clock() -> None:
+    """Signatures are checked once per token string; time is checked on every use."""
+    now = [float(int(time.time()))]
+    v = TokenVerifier(VerifierConfig(("HS256",), secret=SECRET), clock=lambda: now[0])
+    token = hs256(exp=int(now[0]) + 10, nbf=int(now[0]) + 5)
+    refused(lambda: v.verify(token), "not yet valid")
+    now[0] += 5
+    assert v.verify(token).user == "alice"
+    assert v.verify(token).user == "alice"
+    now[0] += 5
+    refused(lambda: v.verify(token), "expired")
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    refused(lambda: v.verify(forged), "signature|invalid")

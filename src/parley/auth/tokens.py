@@ -44,6 +44,9 @@ class VerifierConfig:
     leeway_s: int = 0
 
 
+CHECKED_CACHE = 10_000  # verified tokens kept (cleared when full)
+
+
 class TokenVerifier:
     """Checks signature, `exp`, `nbf`, and `iss`/`aud` when configured."""
 
@@ -51,6 +54,7 @@ class TokenVerifier:
         self._config = config
         self._clock = clock
         self._keys: dict[str, object] = {}
+        self._checked: dict[str, tuple[Identity, float | None]] = {}
         for alg in config.algorithms:
             if alg in HMAC_ALGORITHMS:
                 if not config.secret:
@@ -66,6 +70,24 @@ class TokenVerifier:
     def verify(self, token: str | None) -> Identity:
         if not token:
             raise InvalidToken("missing token")
+        checked = self._checked.get(token)
+        if checked is None:
+            checked = self._check(token)
+            if len(self._checked) >= CHECKED_CACHE:
+                self._checked.clear()
+            self._checked[token] = checked
+        identity, nbf = checked
+        # Time is checked on every use, against the injected clock.
+        now = self._clock()
+        leeway = self._config.leeway_s
+        if now >= identity.expires_at + leeway:
+            raise InvalidToken("token expired")
+        if nbf is not None and now < nbf - leeway:
+            raise InvalidToken("token not yet valid")
+        return identity
+
+    def _check(self, token: str) -> tuple[Identity, float | None]:
+        """Signature and claims, once per token string (a reconnect storm reuses tokens)."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -99,23 +121,17 @@ class TokenVerifier:
             raise InvalidToken("token signature invalid") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
-        now = self._clock()
-        leeway = self._config.leeway_s
         exp, nbf = claims.get("exp"), claims.get("nbf")
         if not isinstance(exp, int | float) or isinstance(exp, bool):
             raise InvalidToken("token exp is not a number")
-        if now >= exp + leeway:
-            raise InvalidToken("token expired")
-        if nbf is not None:
-            if not _is_number(nbf):
-                raise InvalidToken("token nbf is not a number")
-            if now < float(nbf) - leeway:
-                raise InvalidToken("token not yet valid")
+        if nbf is not None and not _is_number(nbf):
+            raise InvalidToken("token nbf is not a number")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not is_user_id(sub):
             raise InvalidToken("token subject is not a valid user id")
         name = claims.get("name")
-        return Identity(sub, name if isinstance(name, str) else None, int(exp))
+        identity = Identity(sub, name if isinstance(name, str) else None, int(exp))
+        return identity, (None if nbf is None else float(nbf))
 
 
 def _is_number(value: object) -> bool:

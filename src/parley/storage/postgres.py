@@ -31,6 +31,11 @@ _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _INTEGRITY = asyncpg.IntegrityConstraintViolationError
 
 
+async def _keep_session(conn: Any) -> None:
+    """Parley keeps no session state (no LISTEN, cursors, SET or session locks),
+    so a connection goes back to the pool without asyncpg's reset round trip."""
+
+
 class PostgresStore(SqlStore):
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self._dsn = dsn
@@ -41,7 +46,11 @@ class PostgresStore(SqlStore):
     async def start(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._min, max_size=self._max, command_timeout=30
+                self._dsn,
+                min_size=self._min,
+                max_size=self._max,
+                command_timeout=30,
+                reset=_keep_session,
             )
         except _ERRORS as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
