@@ -84,23 +84,34 @@ class Metrics:
         self._counters: list[Counter] = []
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
         self._families: list[Histogram | LabeledCounter] = []
+        self._names: set[str] = set()
+
+    def _claim(self, name: str) -> None:
+        """One family per name: Prometheus refuses a scrape that declares one twice."""
+        if name in self._names:
+            raise ValueError(f"metric {name} is registered twice")
+        self._names.add(name)
 
     def histogram(self, name: str, help: str, bounds: tuple[float, ...]) -> Histogram:
+        self._claim(name)
         h = Histogram(name, help, bounds)
         self._families.append(h)
         return h
 
     def labeled_counter(self, name: str, help: str, label: str, limit: int) -> LabeledCounter:
+        self._claim(name)
         c = LabeledCounter(name, help, label, limit)
         self._families.append(c)
         return c
 
     def counter(self, name: str, help: str) -> Counter:
+        self._claim(name)
         c = Counter(name, help)
         self._counters.append(c)
         return c
 
     def gauge(self, name: str, help: str, read: Callable[[], float]) -> None:
+        self._claim(name)
         self._gauges.append((name, help, read))
 
     def render(self) -> str:

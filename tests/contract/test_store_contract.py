@@ -459,3 +459,18 @@ async def test_counts_of_sources_and_partitions_are_kept_apart(store: Store) -> 
         RoomMinute("r", m0, 1, 0, 0, 0),
         RoomMinute("r", m1, 2, 1, 9, 0),
     ]
+
+
+async def test_a_send_counted_once_whatever_batch_repeats_it(store: Store) -> None:
+    minute = TS - TS % 60_000
+    first = [("r", "alice", "c1", minute), ("r", "bob", "c1", minute), ("r", "alice", "c2", minute)]
+    assert await store.add_counts(CountsBatch("src", 0, None, 3, sends=first))
+    # The same send again (a retry that reached the log twice), and one new one.
+    again = [("r", "alice", "c1", minute), ("r", "carol", "c9", minute + 60_000)]
+    assert await store.add_counts(CountsBatch("src", 0, 3, 5, sends=again))
+    assert await store.room_stats("r", minute) == [
+        RoomMinute("r", minute, 3, 0, 0, 2),
+        RoomMinute("r", minute + 60_000, 1, 0, 0, 1),
+    ]
+    assert await store.forget_sends(minute + 60_000) == 3
+    assert await store.forget_sends(minute + 60_000) == 0

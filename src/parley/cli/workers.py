@@ -58,12 +58,14 @@ def build(
             sender,
             presence_timeout_s=settings.presence_timeout_s,
             coalesce_s=settings.notify_coalesce_s,
+            window_s=settings.idempotency_window_s,
         )
         out.append(("notify", notify.run))
     if "analytics" in names:
         from parley.workers.analytics import AnalyticsWorker
 
-        out.append(("analytics", AnalyticsWorker(log, store, prefix, metrics).run))
+        analytics = AnalyticsWorker(log, store, prefix, metrics, settings.idempotency_window_s)
+        out.append(("analytics", analytics.run))
     return out, closers
 
 

@@ -72,6 +72,9 @@ class CountsBatch:
     next_offset: int
     minutes: Sequence[RoomMinute] = ()
     active: Sequence[tuple[str, int, str]] = ()  # (room, minute_ms, user)
+    # (room, sender, client_id, minute_ms) of messages: counted (messages and
+    # active senders) only if their (room, sender, client_id) was never counted.
+    sends: Sequence[tuple[str, str, str, int]] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -149,6 +152,10 @@ class Store(abc.ABC):
         The progress move and the additions are one transaction: a batch that
         a restarted or rebalanced worker reads again is refused, not counted twice.
         """
+
+    @abc.abstractmethod
+    async def forget_sends(self, before_ms: int) -> int:
+        """Drop counted sends older than this (past the idempotency window); how many."""
 
     @abc.abstractmethod
     async def active_users(self, room_id: str, since_ms: int) -> int:

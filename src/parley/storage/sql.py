@@ -255,8 +255,36 @@ class SqlStore(Store):
                     sorted(set(batch.active)),
                 )
             )
+        if batch.sends:
+            tag = f"{batch.source}/{batch.partition}/{batch.next_offset}"
+            statements += [
+                (
+                    "INSERT INTO counted_sends (room_id, sender, client_id, minute_ms, batch)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(r, s, c, m, tag) for r, s, c, m in batch.sends],
+                ),
+                (
+                    "INSERT INTO room_minutes (room_id, minute_ms, messages)"
+                    " SELECT room_id, minute_ms, COUNT(*) FROM counted_sends WHERE batch = ?"
+                    " GROUP BY room_id, minute_ms ON CONFLICT (room_id, minute_ms) DO UPDATE SET"
+                    " messages = room_minutes.messages + excluded.messages",
+                    [(tag,)],
+                ),
+                (
+                    "INSERT INTO room_active (room_id, minute_ms, user_id)"
+                    " SELECT DISTINCT room_id, minute_ms, sender FROM counted_sends"
+                    " WHERE batch = ? ON CONFLICT DO NOTHING",
+                    [(tag,)],
+                ),
+            ]
         changed = await self._transaction(statements, all_or_nothing=True)
         return changed[0] > 0
+
+    async def forget_sends(self, before_ms: int) -> int:
+        changed = await self._transaction(
+            [("DELETE FROM counted_sends WHERE minute_ms < ?", [(before_ms,)])]
+        )
+        return changed[0]
 
     async def room_stats(self, room_id: str, since_ms: int) -> list[RoomMinute]:
         rows = await self._fetch(

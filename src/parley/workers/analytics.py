@@ -2,11 +2,13 @@
 
 Two consumer groups, each counting exactly once (workers/counting.py):
 `<prefix>.analytics` reads the messages topic (messages and senders per
-room and minute); `<prefix>.analytics-latency` reads the `fanout` events in
-which every gateway reports, per room, a histogram of how long its messages
-took from the producer to its sessions (produce → fan-out). The counts go to
-the store, where `GET /api/stats` reads them for the room's owner, and to
-this process's Prometheus metrics.
+room and minute; a send that reached the log twice counts once, keyed by
+its (room, sender, client_id) in the store, as everywhere else);
+`<prefix>.analytics-latency` reads the `fanout` events in which every
+gateway reports, per room, a histogram of how long its messages took from
+the producer to its sessions (produce → fan-out). The counts go to the
+store, where `GET /api/stats` reads them for the room's owner, and to this
+process's Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from parley.log.records import (
 from parley.metrics import Metrics
 from parley.storage.base import CountsBatch, RoomMinute, Store, StoreUnavailable
 from parley.workers.counting import count_once
+from parley.workers.firsts import FirstSends
 from parley.workers.runner import run_worker
 
 ACTIVE_WINDOW_MS = 5 * 60 * 1000
+PRUNE_EVERY_S = 600.0
 ROOM_LABELS = 1000  # rooms with a series of their own in /metrics; the rest share `_other`
 
 
@@ -42,23 +46,13 @@ def minute_of(ts_ms: int) -> int:
 def message_counts(
     source: str, partition: int, expected: int | None, records: list[LogRecord]
 ) -> CountsBatch:
-    per_minute: dict[tuple[str, int], int] = {}
-    active: set[tuple[str, int, str]] = set()
+    """The batch's sends: the store counts those whose (room, sender, client_id) is new."""
+    sends = []
     for r in records:
         msg = decode_message(r)
-        if msg is None:
-            continue
-        minute = minute_of(msg.ts_ms)
-        per_minute[(msg.room, minute)] = per_minute.get((msg.room, minute), 0) + 1
-        active.add((msg.room, minute, msg.sender))
-    return CountsBatch(
-        source,
-        partition,
-        expected,
-        records[-1].offset + 1,
-        [RoomMinute(room, minute, messages=n) for (room, minute), n in per_minute.items()],
-        sorted(active),
-    )
+        if msg is not None:
+            sends.append((msg.room, msg.sender, msg.client_id, minute_of(msg.ts_ms)))
+    return CountsBatch(source, partition, expected, records[-1].offset + 1, sends=sends)
 
 
 def latency_counts(
@@ -86,8 +80,13 @@ def latency_counts(
 
 
 class AnalyticsWorker:
-    def __init__(self, log: Log, store: Store, prefix: str, metrics: Metrics) -> None:
+    def __init__(
+        self, log: Log, store: Store, prefix: str, metrics: Metrics, window_s: int
+    ) -> None:
         self._log = log
+        self._window_ms = window_s * 1000
+        self._firsts = FirstSends(self._window_ms)
+        self._pruned = 0.0
         self._store = store
         self._prefix = prefix
         self._consumers: list[GroupConsumer] = []
@@ -99,7 +98,7 @@ class AnalyticsWorker:
             ROOM_LABELS,
         )
         self._latency = metrics.histogram(
-            "parley_delivery_latency_seconds",
+            "parley_cluster_delivery_latency_seconds",
             "produce to fan-out latency, every gateway's sessions (from fanout events)",
             tuple(b / 1000 for b in LATENCY_BUCKETS_MS),
         )
@@ -122,9 +121,14 @@ class AnalyticsWorker:
         source = f"{messages_topic(self._prefix)}@{analytics_group(self._prefix)}"
         for r in await count_once(self._store, source, records, message_counts):
             msg = decode_message(r)
-            if msg is not None:
+            if msg is not None and self._firsts.first(msg):
                 self._messages.inc(msg.room)
                 self._last_sent[msg.sender] = max(self._last_sent.get(msg.sender, 0), msg.ts_ms)
+
+        now = time.monotonic()
+        if now - self._pruned > PRUNE_EVERY_S:
+            self._pruned = now
+            await self._store.forget_sends(int(time.time() * 1000) - self._window_ms)
 
     async def _on_events(self, records: list[LogRecord]) -> None:
         source = f"{events_topic(self._prefix)}@{analytics_group(self._prefix)}"

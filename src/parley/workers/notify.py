@@ -5,6 +5,9 @@ than the sender who have no open session anywhere in the cluster get a
 notification. Who is online comes from the gateways' presence events and
 heartbeats on the events topic (the same Presence that gateways keep).
 
+A send that reached the log twice (a retry on two gateways) is notified
+once: its first record, as gateways and the store decide (FirstSends).
+
 A burst becomes one notification per user: the worker lets a batch fill for
 `coalesce_s` after its first record, then sends each recipient one
 notification listing their unread messages (newest last, at most
@@ -39,6 +42,7 @@ from parley.presence import Presence
 from parley.protocol.messages import ChatMessage, format_ts
 from parley.protocol.names import dm_members
 from parley.storage.base import Store, StoreUnavailable
+from parley.workers.firsts import FirstSends
 from parley.workers.runner import run_worker
 
 logger = logging.getLogger(__name__)
@@ -168,7 +172,9 @@ class NotifyWorker:
         *,
         presence_timeout_s: float,
         coalesce_s: float,
+        window_s: int = 24 * 3600,
     ) -> None:
+        self._firsts = FirstSends(window_s * 1000)
         self._log = log
         self._store = store
         self._prefix = prefix
@@ -178,6 +184,7 @@ class NotifyWorker:
         self.presence = Presence(presence_timeout_s)
         self._consumer: GroupConsumer | None = None
         self._sent_in_batch: set[str] = set()
+        self._batch_messages: list[ChatMessage] = []
         self._sent = metrics.counter("parley_notifications_total", "notifications sent")
         metrics.gauge("parley_notify_lag", "records the notify worker has not read", self.lag)
 
@@ -215,7 +222,13 @@ class NotifyWorker:
         return list(notes.values())
 
     async def _handle(self, records: list[LogRecord]) -> None:
-        messages = [m for m in (decode_message(r) for r in records) if m is not None]
+        if self._sent_in_batch:
+            # A retry of this batch: its repeats were dropped the first time.
+            messages = self._batch_messages
+        else:
+            decoded = (decode_message(r) for r in records)
+            messages = [m for m in decoded if m is not None and self._firsts.first(m)]
+            self._batch_messages = messages
         for note in await self.recipients(messages):
             if note.id in self._sent_in_batch:
                 continue  # taken before a retry of this batch
