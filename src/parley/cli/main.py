@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -96,12 +97,35 @@ def _verifier(settings: Settings) -> TokenVerifier:
         raise ConfigError(f"PARLEY_JWT_*: {exc}") from None
 
 
+_SECRETS = re.compile(r"(?i)(token=|bearer\s+)[^\s&'\"\\]+|eyJ[\w-]*\.[\w-]*\.[\w-]*")
+
+
+def _redact(match: re.Match[str]) -> str:
+    return (match.group(1) or "") + "<redacted>"
+
+
+class RedactTokens(logging.Filter):
+    """Tokens travel in `?token=` and `Authorization`; aiohttp's HTTP parser quotes
+    raw request lines and headers in its errors, so every record is scrubbed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = _SECRETS.sub(_redact, text), None
+        if record.exc_text:
+            record.exc_text = _SECRETS.sub(_redact, record.exc_text)
+        return True
+
+
 def _setup_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactTokens())
     logging.getLogger("aiohttp.access").setLevel(
         logging.INFO if settings.log_level == "DEBUG" else logging.WARNING
     )
@@ -137,7 +161,9 @@ async def serve(settings: Settings) -> None:
         where = settings.kafka_bootstrap or "the embedded log"
         raise StartupError(f"PARLEY_KAFKA_BOOTSTRAP: cannot use {where}: {exc}") from None
     stop_workers = asyncio.Event()
-    runs, closers = worker_set.build(settings, settings.workers, log, store, metrics)
+    runs, closers = worker_set.build(
+        settings, settings.workers, log, store, metrics, public_metrics=True
+    )
     workers = worker_set.start(runs, stop_workers)
     app = build_app(node, verifier, dev_secret=settings.jwt_secret if settings.dev else None)
     runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)

@@ -34,9 +34,18 @@ def check_worker_settings(settings: Settings, names: Sequence[str]) -> None:
 
 
 def build(
-    settings: Settings, names: Sequence[str], log: Log, store: Store, metrics: Metrics
+    settings: Settings,
+    names: Sequence[str],
+    log: Log,
+    store: Store,
+    metrics: Metrics,
+    *,
+    public_metrics: bool = False,
 ) -> tuple[list[tuple[str, Run]], list[Callable[[], Awaitable[None]]]]:
-    """(name, run) per worker, and what to close when they are done."""
+    """(name, run) per worker, and what to close when they are done.
+
+    `public_metrics`: the metrics are served on a gateway's unauthenticated
+    /metrics, so no series may name a room."""
     out: list[tuple[str, Run]] = []
     closers: list[Callable[[], Awaitable[None]]] = []
     prefix = settings.topic_prefix
@@ -64,7 +73,14 @@ def build(
     if "analytics" in names:
         from parley.workers.analytics import AnalyticsWorker
 
-        analytics = AnalyticsWorker(log, store, prefix, metrics, settings.idempotency_window_s)
+        analytics = AnalyticsWorker(
+            log,
+            store,
+            prefix,
+            metrics,
+            settings.idempotency_window_s,
+            room_labels=not public_metrics,
+        )
         out.append(("analytics", analytics.run))
     return out, closers
 

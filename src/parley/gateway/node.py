@@ -414,28 +414,42 @@ class Node:
         return added
 
     async def remove_member(self, room_id: str, user: str) -> bool:
+        """Committed, then at once on this node; other nodes when they read the event.
+
+        The answer waits (briefly) until the event is in the log, so every
+        node is already reading it when the caller hears that it is done.
+        """
         removed = await self.store.remove_member(room_id, user)
         if removed:
-            self._members_changed(room_id, [user], "removed")
+            self._on_member_event(Event("member", room=room_id, user=user, status="removed"))
+            delivered = self._members_changed(room_id, [user], "removed")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*delivered), 5)
         return removed
 
-    def _members_changed(self, room: str, users: Sequence[str], status: str) -> None:
+    def _members_changed(
+        self, room: str, users: Sequence[str], status: str
+    ) -> list[asyncio.Future[Delivered]]:
         """After a committed change: this node's cache now, every node's through the log."""
         self.membership.invalidate(room)
+        sent = []
         for user in users:
-            self._produce_event(Event("member", room=room, user=user, status=status))
+            future = self._produce_event(Event("member", room=room, user=user, status=status))
+            if future is not None:
+                sent.append(future)
+        return sent
 
-    def _produce_event(self, event: Event) -> bool:
+    def _produce_event(self, event: Event) -> asyncio.Future[Delivered] | None:
         try:
             key = event.key()
             future = self.log.produce(
                 self.events_topic, partition_for(key, self.event_partitions), key, event.encode()
             )
             future.add_done_callback(_event_delivered)
-            return True
+            return future
         except LogUnavailable as exc:
             logger.warning("event %s not sent: %s", event.kind, exc)
-            return False
+            return None
 
     # Sending --------------------------------------------------------------------
 
@@ -573,11 +587,18 @@ class Node:
     # Ephemeral events ---------------------------------------------------------------
 
     def typing(self, user: str, room: str) -> bool:
-        return self._produce_event(Event("typing", room=room, user=user))
+        return self._produce_event(Event("typing", room=room, user=user)) is not None
 
     async def read(self, user: str, room: str, seq: int) -> bool:
+        # A read mark past the room's head would hide the next messages from `unread`.
+        head = self._room_log(room).head
+        if head < 0 or seq > head:
+            head = max(head, await self.store.head(room))
+        seq = min(seq, head)
+        if seq < 0:
+            return True  # nothing to have read
         await self.store.set_last_read(room, user, seq)
-        return self._produce_event(Event("receipt", room=room, user=user, seq=seq))
+        return self._produce_event(Event("receipt", room=room, user=user, seq=seq)) is not None
 
     # REST views ------------------------------------------------------------------
 

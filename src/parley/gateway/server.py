@@ -75,6 +75,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
         if exc.status == 413:
             code = "too_large"
         return error_response(exc.status, code, exc.reason)
+    except ConnectionResetError:
+        # The client left mid-request: nobody to answer, and not a server fault.
+        logger.debug("%s %s: client gone mid-request", request.method, request.path)
+        return web.Response(status=400)
     except Exception:
         logger.exception("%s %s failed", request.method, request.path)
         return error_response(500, "internal", "internal error")

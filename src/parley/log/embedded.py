@@ -203,6 +203,8 @@ class EmbeddedLog(Log):
             raise LogUnavailable(self._broken)
         t = self._topics[topic]
         part = t.partitions[partition]
+        # Kept in memory: a copy without the spare buffer orjson leaves (orjson#483).
+        value = bytes(memoryview(value))
         ts = int(time.time() * 1000)
         if part.timestamps and ts < part.timestamps[-1]:
             ts = part.timestamps[-1]  # keep timestamps monotonic for the time index

@@ -71,7 +71,9 @@ class ChatMessage:
         if self._frame is None:
             obj = self.as_dict()
             obj["type"] = "message"
-            self._frame = orjson.dumps(obj)
+            # A copy: orjson's result keeps a 4 KiB buffer behind it (orjson#483),
+            # and frames live as long as the room's window.
+            self._frame = bytes(memoryview(orjson.dumps(obj)))
         return self._frame
 
 

@@ -81,7 +81,14 @@ def latency_counts(
 
 class AnalyticsWorker:
     def __init__(
-        self, log: Log, store: Store, prefix: str, metrics: Metrics, window_s: int
+        self,
+        log: Log,
+        store: Store,
+        prefix: str,
+        metrics: Metrics,
+        window_s: int,
+        *,
+        room_labels: bool = True,
     ) -> None:
         self._log = log
         self._window_ms = window_s * 1000
@@ -91,6 +98,9 @@ class AnalyticsWorker:
         self._prefix = prefix
         self._consumers: list[GroupConsumer] = []
         self._last_sent: dict[str, int] = {}  # sender -> when last seen sending (ms)
+        # On a gateway's public /metrics, room ids would tell anyone which rooms
+        # exist: there the counter has one series, `room="_all"`.
+        self._room_labels = room_labels
         self._messages = metrics.labeled_counter(
             "parley_room_messages_total",
             "messages per room (rate() gives per minute)",
@@ -122,7 +132,7 @@ class AnalyticsWorker:
         for r in await count_once(self._store, source, records, message_counts):
             msg = decode_message(r)
             if msg is not None and self._firsts.first(msg):
-                self._messages.inc(msg.room)
+                self._messages.inc(msg.room if self._room_labels else "_all")
                 self._last_sent[msg.sender] = max(self._last_sent.get(msg.sender, 0), msg.ts_ms)
 
         now = time.monotonic()
