@@ -165,3 +165,14 @@ async def own_cluster(
         stack.push_async_callback(cluster.close)
         await node.start()
         yield cluster
+
+
+# The three-broker cluster has fixed ports: every test that starts it runs on
+# one xdist worker (`make test` runs two), one after the other.
+_ONE_CLUSTER = ("tests/faults/", "tests/e2e/test_kafka_cluster.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(_ONE_CLUSTER):
+            item.add_marker(pytest.mark.xdist_group("kafka-cluster"))
