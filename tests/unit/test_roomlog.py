@@ -115,3 +115,17 @@ def test_expire_forgets_old_pairs_only() -> None:
     assert logs.add(msg(9, "c3"), 0)[1] is False  # still known
     assert logs.add(msg(10, "c1"), 0)[1] is True  # forgotten: a send of its own now
     assert dict(logs).keys() == {"r"}
+
+
+def test_a_window_held_while_the_store_lagged_shrinks_when_it_catches_up() -> None:
+    """A quiet room must not keep a long window (and slow pages) until its next message."""
+    logs = RoomLogs(window_size=3)
+    for s in range(10):
+        logs.add(msg(s), 0)
+    assert window(logs) == list(range(10))  # nothing stored yet: all kept
+    logs.set_persisted({0: 4})
+    assert window(logs) == [4, 5, 6, 7, 8, 9]  # only what the store has may go
+    logs.set_persisted({0: 10})
+    assert window(logs) == [7, 8, 9]
+    state = logs.get("r")
+    assert state is not None and state.coverage == 7

@@ -26,6 +26,7 @@ PairKey = tuple[str, str]  # (sender, client_id)
 @dataclass(slots=True)
 class RoomLog:
     coverage: int
+    partition: int = 0
     head: int = -1
     window: deque[ChatMessage] = field(default_factory=deque)
     seen: dict[PairKey, Ack] = field(default_factory=dict)
@@ -60,13 +61,30 @@ class RoomLogs:
         self._cap = max(window_size, HARD_WINDOW_CAP)
         self._partition_start: dict[int, int] = {}
         self._persisted: dict[int, int] = {}
+        self._oversized: set[str] = set()  # windows held over size while the store lagged
         self.pairs = 0
 
     def set_partition_start(self, partition: int, offset: int) -> None:
         self._partition_start[partition] = offset
 
     def set_persisted(self, offsets: dict[int, int]) -> None:
+        """The store's progress moved: windows held over size shrink now, not at
+        their room's next message (a quiet room would keep them for good)."""
         self._persisted = offsets
+        for room in list(self._oversized):
+            state = self._rooms.get(room)
+            if state is None or self._trim(state):
+                self._oversized.discard(room)
+
+    def _trim(self, state: RoomLog) -> bool:
+        """Trim to the window size below the store's progress; True when done."""
+        window = state.window
+        persisted = self._persisted.get(state.partition, 0)
+        while len(window) > self._window_size and (
+            window[0].seq < persisted or len(window) > self._cap
+        ):
+            state.coverage = window.popleft().seq + 1
+        return len(window) <= self._window_size
 
     def persisted(self, partition: int) -> int:
         """The store holds every message of the partition below this offset."""
@@ -78,7 +96,7 @@ class RoomLogs:
     def room(self, room: str, partition: int) -> RoomLog:
         state = self._rooms.get(room)
         if state is None:
-            state = RoomLog(coverage=self._partition_start.get(partition, 0))
+            state = RoomLog(coverage=self._partition_start.get(partition, 0), partition=partition)
             self._rooms[room] = state
         return state
 
@@ -99,14 +117,9 @@ class RoomLogs:
             return first, False
         ack = state.seen[key] = msg.ack()
         self.pairs += 1
-        window = state.window
-        window.append(msg)
-        if len(window) > self._window_size:
-            persisted = self._persisted.get(partition, 0)
-            while len(window) > self._window_size and (
-                window[0].seq < persisted or len(window) > self._cap
-            ):
-                state.coverage = window.popleft().seq + 1
+        state.window.append(msg)
+        if len(state.window) > self._window_size and not self._trim(state):
+            self._oversized.add(msg.room)
         return ack, True
 
     def expire(self, older_than_ms: int) -> int:
