@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint typecheck services services-stop cluster cluster-stop chromium bench bench-quick clean
+.PHONY: install run test lint typecheck services services-stop cluster cluster-stop chromium bench bench-quick soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench.run --quick
+
+# Outside CI: 30 minutes at half the measured maximum rate on `make services`;
+# memory, descriptors and latency each minute, written to docs/reliability.md.
+# More options: make soak SOAK_ARGS="--minutes 5 --rate 200" (see bench/soak.py).
+soak: install
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 # Debian's Chromium for tests/browser (apt-get, only when /usr/bin/chromium is absent).
 chromium:

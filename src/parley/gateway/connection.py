@@ -163,6 +163,11 @@ class Connection:
                 if not node.send_limiter.allow(user):
                     self.error(ErrorCode.RATE_LIMITED, "sending too fast", ref)
                     return
+                if node.draining:
+                    # New sends would keep the pending set from ever emptying: the
+                    # client retries this one (same client_id) on another node.
+                    self.error(ErrorCode.INTERNAL, "server going away; retry elsewhere", ref)
+                    return
                 writer = session.writer
 
                 def on_ack(msg: Ack, ref: str | None = ref) -> None:

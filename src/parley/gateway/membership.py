@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from parley.protocol.names import dm_members, is_group_room_id
-from parley.storage.base import Store
+from parley.storage.base import Store, StoreUnavailable
 
 RECHECK_NO_AFTER_S = 1.0
 # A "yes" is re-read after this long even without an event, so a lost event
@@ -58,7 +58,16 @@ class Membership:
         answer = self.cached(room, user)
         if answer is not None:
             return answer
-        members = await self.load(room)
+        try:
+            members = await self.load(room)
+        except StoreUnavailable:
+            # The database is down: a member we knew stays one (a removal still
+            # arrives as a `member` event and drops the entry), so sends keep
+            # flowing through an outage longer than MAX_AGE_S.
+            entry = self._rooms.get(room)
+            if entry is not None and entry.members is not None and user in entry.members:
+                return True
+            raise
         return members is not None and user in members
 
     async def members(self, room: str) -> frozenset[str] | None:

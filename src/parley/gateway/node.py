@@ -176,8 +176,9 @@ class Node:
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait (up to the timeout) for the sends in flight to get their ack or error."""
+        deadline = time.monotonic() + timeout_s  # by the clock: a busy loop makes polls late
         for _ in range(max(1, int(timeout_s / 0.05))):
-            if not self._pending:
+            if not self._pending or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)  # polled: acks arrive in batches, a wake-up each is waste
         return not self._pending

@@ -1,0 +1,419 @@
+"""Soak: Parley under steady load for half an hour; memory, descriptors, latency each minute.
+
+    .venv/bin/python -m bench.soak                      # `make soak`: 30 minutes at half
+                                                         # the measured maximum rate
+    .venv/bin/python -m bench.soak --minutes 3 --rate 40
+
+Runs what production runs (two `parley serve` gateways with no in-process
+worker, one `parley worker persist`; Kafka and PostgreSQL from
+scripts/services.sh, or the three-broker cluster with `--cluster`) and drives
+it with the fault tests' traffic (tests/faults/traffic.py: users in rooms over
+both gateways, every ack and delivery recorded). Without `--rate` it first
+measures the maximum: the same users saturating a fresh deployment for
+`--probe-seconds`, acked messages per second; the soak runs at half of it.
+
+Each minute it samples every process (RSS and open file descriptors from
+/proc, the gateways' idempotency pairs from /metrics) and the latency of the
+minute's messages (send → ack, send → delivery). At the end the checker
+verifies that nothing was lost, duplicated or reordered and that every acked
+message is stored, and the run is judged: RSS, descriptors and p99 latency
+must not grow over the steady part of the run (after the idempotency window,
+over which the gateways' idempotency maps fill by design: its default here is
+a third of the run, at most 10 minutes). The table and the verdict replace
+the soak section of docs/reliability.md; the exit code is 1 on a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from array import array
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from tests.faults.checker import Report, check, wait_persisted
+from tests.faults.infra import Deployment, KafkaCluster, deployment
+from tests.faults.report import DOC, replace_section
+from tests.faults.traffic import Topology, Traffic
+from tests.harness import WorkerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ROOT / "scripts" / "services.sh"
+
+# Growth allowed over the steady part of the run before the verdict says "grows".
+RSS_GROWTH = 0.10  # fraction, and ...
+RSS_GROWTH_MIB = 16.0  # ... at least this much in MiB (allocator noise on a small heap)
+FD_GROWTH = 4
+P99_GROWTH = 2.0  # times, plus 20 ms
+
+
+@dataclass
+class ProcSample:
+    rss_mib: float
+    fds: int
+
+
+@dataclass
+class Sample:
+    minute: int
+    acked: int
+    rate: float
+    procs: dict[str, ProcSample]
+    pairs: dict[str, float]
+    ack_p50_ms: float
+    ack_p99_ms: float
+    delivery_p50_ms: float
+    delivery_p99_ms: float
+    load1: float
+
+
+@dataclass
+class Verdict:
+    judged_from: int | None  # first minute of the steady part; None: too short to judge
+    growth: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+def proc_sample(pid: int) -> ProcSample:
+    rss_kib = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss_kib = int(line.split()[1])
+    return ProcSample(round(rss_kib / 1024, 1), len(os.listdir(f"/proc/{pid}/fd")))
+
+
+def _pct(values: Sequence[float] | array[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return math.nan
+    value = WorkerProcess.parse_sample(text, name)
+    return math.nan if value is None else value
+
+
+def _pids(dep: Deployment) -> dict[str, int]:
+    out = {}
+    for g in dep.gateways:
+        assert g.proc is not None
+        out[g.node_id] = g.proc.pid
+    assert dep.worker.proc is not None
+    out["worker"] = dep.worker.proc.pid
+    return out
+
+
+async def take_sample(
+    minute: int, dep: Deployment, traffic: Traffic, start: float, end: float
+) -> Sample:
+    stats = traffic.stats
+    lo, hi = stats.between(stats.ack_at, start, end)
+    acks = stats.ack_wait[lo:hi]
+    lo, hi = stats.between(stats.delivery_at, start, end)
+    deliveries = stats.delivery_wait[lo:hi]
+    pairs = {
+        g.node_id: await _metric(dep.http, f"{g.url}/metrics", "parley_idempotency_pairs")
+        for g in dep.gateways
+    }
+    return Sample(
+        minute=minute,
+        acked=len(acks),
+        rate=round(len(acks) / (end - start), 1),
+        procs={name: proc_sample(pid) for name, pid in _pids(dep).items()},
+        pairs=pairs,
+        ack_p50_ms=round(_pct(acks, 0.5) * 1000, 1),
+        ack_p99_ms=round(_pct(acks, 0.99) * 1000, 1),
+        delivery_p50_ms=round(_pct(deliveries, 0.5) * 1000, 1),
+        delivery_p99_ms=round(_pct(deliveries, 0.99) * 1000, 1),
+        load1=os.getloadavg()[0],
+    )
+
+
+def judge(samples: Sequence[Sample], window_min: int) -> Verdict:
+    """Compare the start and the end of the steady part: the first and last three minutes."""
+    start = window_min + 1  # the idempotency maps are full from here on
+    steady = [s for s in samples if s.minute > start]
+    if len(steady) < 6:
+        return Verdict(None)
+    head, tail = steady[:3], steady[-3:]
+    verdict = Verdict(steady[0].minute)
+    for name in head[0].procs:
+        before = statistics.mean(s.procs[name].rss_mib for s in head)
+        after = statistics.mean(s.procs[name].rss_mib for s in tail)
+        verdict.growth[f"{name} RSS"] = f"{before:.1f} → {after:.1f} MiB"
+        if after - before > max(RSS_GROWTH * before, RSS_GROWTH_MIB):
+            verdict.failures.append(f"{name} RSS grew {before:.1f} → {after:.1f} MiB")
+        fd_before = min(s.procs[name].fds for s in head)
+        fd_after = min(s.procs[name].fds for s in tail)
+        verdict.growth[f"{name} fds"] = f"{fd_before} → {fd_after}"
+        if fd_after - fd_before > FD_GROWTH:
+            verdict.failures.append(f"{name} open fds grew {fd_before} → {fd_after}")
+    for what in ("ack_p99_ms", "delivery_p99_ms"):
+        before = statistics.median(getattr(s, what) for s in head)
+        after = statistics.median(getattr(s, what) for s in tail)
+        verdict.growth[what] = f"{before:.0f} → {after:.0f} ms"
+        if after > P99_GROWTH * before + 20:
+            verdict.failures.append(f"{what} grew {before:.0f} → {after:.0f} ms")
+    return verdict
+
+
+# Infrastructure -----------------------------------------------------------------------
+
+
+def services() -> tuple[str, str]:
+    """(Kafka bootstrap, PostgreSQL admin URL) of `make services` (started or reused)."""
+    out = subprocess.run(
+        ["bash", str(SERVICES), "start"], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    values = dict(line.split("=", 1) for line in out[-2:])
+    return values["PARLEY_KAFKA_BOOTSTRAP"], values["PARLEY_DATABASE_URL"]
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(admin: str) -> AsyncIterator[str]:
+    name = f"parley_soak_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    workdir: Path, kafka: str, admin: str, topology: Topology, rate: float, **settings: str
+) -> AsyncIterator[tuple[Deployment, Traffic]]:
+    prefix = f"soak{uuid.uuid4().hex[:8]}"
+    async with (
+        fresh_database(admin) as db,
+        deployment(workdir, kafka, db, prefix, **settings) as dep,
+    ):
+        await dep.create_rooms(topology.room_members())
+        traffic = Traffic(dep.gateways, topology, rate)
+        try:
+            await traffic.start()
+            yield dep, traffic
+        finally:
+            await traffic.close()
+
+
+async def finish(dep: Deployment, traffic: Traffic) -> Report:
+    await traffic.stop_sending()
+    await traffic.settle()
+    rows, _ = await wait_persisted(traffic, dep.database_url, 120)
+    return check(traffic, rows)
+
+
+async def measure_max(
+    workdir: Path, kafka: str, admin: str, topology: Topology, seconds: float
+) -> tuple[float, Report]:
+    """Acked messages per second with every user keeping its send window full."""
+    async with running(workdir, kafka, admin, topology, 0) as (dep, traffic):
+        await asyncio.sleep(5)  # warm up: connections, JIT-free but caches and batches
+        before, t0 = traffic.acked(), time.monotonic()
+        await asyncio.sleep(seconds)
+        rate = (traffic.acked() - before) / (time.monotonic() - t0)
+        report = await finish(dep, traffic)
+    return rate, report
+
+
+# Output -----------------------------------------------------------------------------------
+
+
+def table(samples: Sequence[Sample]) -> str:
+    names = list(samples[0].procs) if samples else []
+    head = (
+        "| min | msgs/s | "
+        + " | ".join(f"{n} RSS MiB | {n} fds" for n in names)
+        + " | idempotency pairs | ack p50 / p99 ms | delivery p50 / p99 ms | load |"
+    )
+    sep = "|" + "---:|" * (2 + 2 * len(names) + 4)
+    rows = []
+    for s in samples:
+        procs = " | ".join(f"{s.procs[n].rss_mib:.1f} | {s.procs[n].fds}" for n in names)
+        pairs = " / ".join("?" if math.isnan(v) else f"{v:.0f}" for v in s.pairs.values())
+        rows.append(
+            f"| {s.minute} | {s.rate:.1f} | {procs} | {pairs}"
+            f" | {s.ack_p50_ms:.0f} / {s.ack_p99_ms:.0f}"
+            f" | {s.delivery_p50_ms:.0f} / {s.delivery_p99_ms:.0f} | {s.load1:.1f} |"
+        )
+    return "\n".join([head, sep, *rows])
+
+
+def section(
+    args: argparse.Namespace,
+    rate: float,
+    how: str,
+    samples: Sequence[Sample],
+    report: Report,
+    verdict: Verdict,
+) -> str:
+    f = report.figures()
+    if verdict.judged_from is None:
+        judged = (
+            f"Too short to judge growth: {len(samples)} minutes, of which fewer than six"
+            f" come after the {args.idempotency_window} s idempotency window."
+        )
+    elif verdict.failures:
+        judged = "**Grows**: " + "; ".join(verdict.failures) + "."
+    else:
+        judged = f"Nothing grows from minute {verdict.judged_from} on (first vs last 3 minutes)."
+    growth = "; ".join(f"{k} {v}" for k, v in verdict.growth.items())
+    bar = "none" if not report.problems() else "; ".join(report.problems())
+    return "\n".join(
+        [
+            f"Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}:"
+            f" {args.minutes} minutes at {rate:.1f} msgs/s ({how}), {args.users} users in"
+            f" {args.rooms} rooms over two gateways, Kafka `{args.kafka_label}`,"
+            f" `PARLEY_IDEMPOTENCY_WINDOW={args.idempotency_window}`.",
+            "",
+            table(samples),
+            "",
+            f"Checker: {f['sent']} sent, {f['acked']} acked, {f['delivered']} delivered,"
+            f" {f['lost']} lost, {f['duplicated']} duplicated, {f['out_of_order']} out of"
+            f" order, {f['in_db']}/{f['acked']} in the database; guarantee failures: {bar}.",
+            "",
+            f"Verdict: {judged}" + (f" ({growth})" if growth else ""),
+        ]
+    )
+
+
+# Main ---------------------------------------------------------------------------------------
+
+
+async def soak(args: argparse.Namespace) -> int:
+    # SIGTERM or ^C cancels the run, so that the nodes it started are stopped.
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    kafka, admin = services()
+    cluster = KafkaCluster() if args.cluster else None
+    if cluster is not None:
+        kafka = await asyncio.to_thread(cluster.start_sync)
+    args.kafka_label = "three-broker cluster" if cluster else kafka
+    try:
+        return await _soak(args, kafka, admin)
+    finally:
+        if cluster is not None:  # the soak stops what it started
+            await asyncio.to_thread(cluster.stop_sync)
+
+
+async def _soak(args: argparse.Namespace, kafka: str, admin: str) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="parley-soak-"))
+    print(f"soak: logs in {workdir}", flush=True)
+    topology = Topology.make(args.users, args.rooms, tag="s")
+    settings = {"PARLEY_IDEMPOTENCY_WINDOW": str(args.idempotency_window)}
+    if args.rate:
+        rate, how = args.rate, "given"
+    else:
+        top, probe = await measure_max(
+            workdir / "probe",
+            kafka,
+            admin,
+            Topology.make(args.users, args.rooms, tag="p"),
+            args.probe_seconds,
+        )
+        rate, how = round(top / 2, 1), f"half of the {top:.1f} msgs/s measured"
+        print(f"soak: maximum {top:.1f} msgs/s (probe problems: {probe.problems()})", flush=True)
+    samples: list[Sample] = []
+    async with running(workdir / "soak", kafka, admin, topology, rate, **settings) as (
+        dep,
+        traffic,
+    ):
+        began = time.monotonic()
+        print(f"soak: {args.minutes} min at {rate:.1f} msgs/s", flush=True)
+        for minute in range(1, args.minutes + 1):
+            end = began + 60 * minute
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+            sample = await take_sample(minute, dep, traffic, end - 60, end)
+            samples.append(sample)
+            print(json.dumps(asdict(sample)), flush=True)
+        report = await finish(dep, traffic)
+    verdict = judge(samples, math.ceil(args.idempotency_window / 60))
+    text = section(args, rate, how, samples, report, verdict)
+    print(text)
+    results = ROOT / ".parley" / f"soak-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(
+        json.dumps(
+            {
+                "rate": rate,
+                "how": how,
+                "samples": [asdict(s) for s in samples],
+                "figures": report.figures(),
+                "problems": report.problems(),
+                "verdict": asdict(verdict),
+            },
+            indent=1,
+        )
+    )
+    if not args.no_docs:
+        replace_section(args.doc, "soak", text)
+        print(f"soak: wrote the soak section of {args.doc} (and {results})")
+    return 1 if report.problems() or verdict.failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--minutes", type=int, default=30)
+    parser.add_argument("--rate", type=float, default=0.0, help="msgs/s (default: half the max)")
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--probe-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--idempotency-window",
+        type=int,
+        default=0,
+        help="PARLEY_IDEMPOTENCY_WINDOW in s (default: a third of the run, at most 600)",
+    )
+    parser.add_argument("--cluster", action="store_true", help="the three-broker cluster")
+    parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--no-docs", action="store_true", help="do not touch the docs")
+    args = parser.parse_args(argv)
+    if args.minutes < 1:
+        parser.error("--minutes must be at least 1")
+    if not args.idempotency_window:
+        args.idempotency_window = max(60, min(600, args.minutes * 20))
+    try:
+        code = asyncio.run(soak(args))
+    except asyncio.CancelledError:
+        print("soak: interrupted; its nodes were stopped", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
