@@ -591,13 +591,6 @@ class Node:
         return self._produce_event(Event("typing", room=room, user=user)) is not None
 
     async def read(self, user: str, room: str, seq: int) -> bool:
-        # A read mark past the room's head would hide the next messages from `unread`.
-        head = self._room_log(room).head
-        if head < 0 or seq > head:
-            head = max(head, await self.store.head(room))
-        seq = min(seq, head)
-        if seq < 0:
-            return True  # nothing to have read
         await self.store.set_last_read(room, user, seq)
         return self._produce_event(Event("receipt", room=room, user=user, seq=seq)) is not None
 
