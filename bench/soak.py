@@ -50,6 +50,7 @@ from tests.faults.infra import Deployment, KafkaCluster, deployment
 from tests.faults.report import DOC, replace_section
 from tests.faults.traffic import Topology, Traffic
 from tests.harness import WorkerProcess
+from tests.topics import drop_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.sh"
@@ -213,17 +214,20 @@ async def running(
     workdir: Path, kafka: str, admin: str, topology: Topology, rate: float, **settings: str
 ) -> AsyncIterator[tuple[Deployment, Traffic]]:
     prefix = f"soak{uuid.uuid4().hex[:8]}"
-    async with (
-        fresh_database(admin) as db,
-        deployment(workdir, kafka, db, prefix, **settings) as dep,
-    ):
-        await dep.create_rooms(topology.room_members())
-        traffic = Traffic(dep.gateways, topology, rate)
-        try:
-            await traffic.start()
-            yield dep, traffic
-        finally:
-            await traffic.close()
+    try:
+        async with (
+            fresh_database(admin) as db,
+            deployment(workdir, kafka, db, prefix, **settings) as dep,
+        ):
+            await dep.create_rooms(topology.room_members())
+            traffic = Traffic(dep.gateways, topology, rate)
+            try:
+                await traffic.start()
+                yield dep, traffic
+            finally:
+                await traffic.close()
+    finally:  # the soak's topics are scratch, like its database
+        await asyncio.to_thread(drop_topics, kafka, [prefix + "."])
 
 
 async def finish(dep: Deployment, traffic: Traffic) -> Report:

@@ -19,7 +19,8 @@
 #   PARLEY_KAFKA_HEAP     broker heap (default 768m)
 #   PARLEY_PG_PORT        PostgreSQL port (default 5432)
 #   PARLEY_KAFKA_LOG_LEVEL  log4j root level in kafka-<port>/logs/server.log (default WARN)
-#   PARLEY_KAFKA_START_TIMEOUT  seconds to wait for the broker (default 120)
+#   PARLEY_KAFKA_START_TIMEOUT  seconds to wait for the broker (default 300: a broker
+#                          with thousands of partitions loads them for minutes)
 #
 # Layout under $PARLEY_SERVICES_DIR:
 #   kafka-<port>/          server.properties, log4j2.xml, kafka.pid, cluster.id,
@@ -93,13 +94,13 @@ EOF
 kafka_running() { pid_alive "$KAFKA_PIDFILE" "$KAFKA_PROPS"; }
 
 wait_kafka_ready() {
-    local deadline=$((SECONDS + ${PARLEY_KAFKA_START_TIMEOUT:-120}))
+    local deadline=$((SECONDS + ${PARLEY_KAFKA_START_TIMEOUT:-300}))
     while ! kafka_ready "$KAFKA_BOOTSTRAP" 1; do
         if ! kafka_running; then
             show_kafka_failure "$KAFKA_DIR"
             die "Kafka broker exited during startup (see $KAFKA_DIR/logs)"
         fi
-        [ "$SECONDS" -lt "$deadline" ] || die "Kafka broker not ready after ${PARLEY_KAFKA_START_TIMEOUT:-120}s (see $KAFKA_DIR/logs)"
+        [ "$SECONDS" -lt "$deadline" ] || die "Kafka broker not ready after ${PARLEY_KAFKA_START_TIMEOUT:-300}s (see $KAFKA_DIR/logs)"
         sleep 0.2
     done
 }

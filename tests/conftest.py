@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from tests.harness import Cluster, ServerProcess, base_env
+from tests.topics import drop_topics, sweep_test_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,8 +74,34 @@ async def pg_url(services: dict[str, str]) -> AsyncIterator[str]:
         yield url
 
 
+# Topic prefixes made by the test that runs now (tests.topics: dropped after it).
+_made_prefixes: list[str] = []
+
+
 def new_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    _made_prefixes.append(prefix)
+    return prefix
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_topics() -> Iterator[None]:
+    """Set up first, torn down last: the test's nodes have stopped when this runs."""
+    yield
+    made = list(_made_prefixes)
+    _made_prefixes.clear()
+    kafka = os.environ.get("PARLEY_TEST_KAFKA_BOOTSTRAP")
+    if made and kafka:
+        with contextlib.suppress(Exception):  # a broker a fault test stopped
+            drop_topics(kafka, [p + "." for p in made])
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Before any test (on xdist's controller only): topics a killed run left."""
+    kafka = os.environ.get("PARLEY_TEST_KAFKA_BOOTSTRAP")
+    if kafka and not hasattr(session.config, "workerinput"):
+        with contextlib.suppress(Exception):
+            sweep_test_topics(kafka)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from parley.log.base import (
     Delivered,
@@ -32,6 +31,7 @@ from parley.log.base import (
 )
 from parley.log.embedded import EmbeddedLog
 from parley.log.kafka import KafkaLog
+from tests.topics import drop_topics
 
 PARTITIONS = 3
 WAIT_S = 20.0  # the longest a record may take to reach a reader (Kafka: group joins)
@@ -42,16 +42,6 @@ Place = tuple[int, int]  # (partition, offset)
 
 
 # Fixtures -------------------------------------------------------------------
-
-
-def _delete_kafka_topics(bootstrap: str, prefix: str) -> None:
-    """Delete the topics a test made: its own, and those named after it."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=10).values():
-            with contextlib.suppress(Exception):  # absent already: nothing to clean
-                future.result(timeout=10)
 
 
 @pytest.fixture
@@ -77,7 +67,7 @@ async def log(request: pytest.FixtureRequest, tmp_path: Path, topic: str) -> Asy
     finally:
         await impl.stop()
         if bootstrap is not None:
-            await asyncio.to_thread(_delete_kafka_topics, bootstrap, topic)
+            await asyncio.to_thread(drop_topics, bootstrap, [topic])
 
 
 @contextlib.asynccontextmanager
