@@ -54,6 +54,7 @@ test: install
 	  lines=$$(bash scripts/services.sh start | tail -n 2); \
 	  export PARLEY_TEST_KAFKA_BOOTSTRAP=$$(echo "$$lines" | sed -n 's/^PARLEY_KAFKA_BOOTSTRAP=//p'); \
 	  export PARLEY_TEST_DATABASE_URL=$$(echo "$$lines" | sed -n 's/^PARLEY_DATABASE_URL=//p'); \
+	  export PARLEY_TEST_SWEEP_TOPICS=1; \
 	  $(BIN)/pytest -q -n 2 --dist loadgroup --durations=15
 
 # The benchmarks of issue 5 (bench/, results in docs/benchmarks.md): Parley against

@@ -298,6 +298,10 @@ def render(r: dict[str, Any], plots: dict[str, str | None], plot_rel: str) -> st
                 f"| history page p99 < 20 ms ({backend}, {fmt(h['messages'])} messages)"
                 f" | {fmt(h['p99_ms'], 2)} ms | {fmt(h['p99_ms'] < 20)} |"
             )
+    fl = po.get("flood", {})
+    if fl.get("p99_ratio") is not None:
+        v = fl["p99_ratio"]
+        L.append(f"| a flood from one user raises others' p99 < 2x | {fmt(v, 2)}x | {fmt(v < 2)} |")
     L.append("")
     # Fan-out
     L += [
@@ -483,10 +487,46 @@ def render(r: dict[str, Any], plots: dict[str, str | None], plot_rel: str) -> st
         L.append("")
     elif hist:
         L += [f"History: failed: {hist['error']}", ""]
+    L += flood_section(fl, sz)
     analysis = ROOT / "bench" / "analysis.md"
     if analysis.exists():
         L += ["## What limited each figure", "", analysis.read_text().strip(), ""]
     return "\n".join(L) + "\n"
+
+
+def flood_section(fl: dict[str, Any], sz: dict[str, Any]) -> list[str]:
+    if not fl:
+        return []
+    if "error" in fl:
+        return [f"Flood: failed: {fl['error']}", ""]
+    f, ck = fl["flooder"], fl["check"]
+    rows = [
+        f"| {phase} | {fmt(fl[phase]['delivered'])} | {fmt(fl[phase]['p50_ms'], 2)}"
+        f" | {fmt(fl[phase]['p99_ms'], 2)} | {fmt(fl[phase]['p999_ms'], 2)}"
+        f" | {fmt(fl[phase]['server_cpu_busy'], 2)} |"
+        for phase in ("before", "during", "after")
+    ]
+    return [
+        "## 5. Flood from one user (Parley only)",
+        "",
+        f"{fl['rooms']} rooms x {fl['members']} members on one node with its default limits"
+        f" (20 sends/s per user), each member sending {sz['flood_rate']:g} message/s, for"
+        f" three periods of {sz['flood_step_s']:g} s. During the middle one, one more member"
+        f" of one room sends {sz['flood_frames_per_s']:,.0f} `send` frames/s"
+        " (bench/flooder.py), reconnecting whenever the node closes it. The others' p99"
+        f" during the flood is **{fmt(fl['p99_ratio'], 2)}x** their p99 before it.",
+        "",
+        "| period | deliveries to the others | p50 ms | p99 ms | p99.9 ms | node CPU (cores) |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"The flooder sent {fmt(f.get('sent', 0))} frames over {fmt(f.get('connections', 0))}"
+        f" connection(s): {fmt(f.get('ack', 0))} acked (its 20/s),"
+        f" {fmt(f.get('error:rate_limited', 0))} `rate_limited`,"
+        f" closed with 1008 {fmt(f.get('closed:1008', 0))} time(s)."
+        f" The others: {ck['lost']} lost, {ck['dups']} duplicated, {ck['foreign']} foreign.",
+        "",
+    ]
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import parley_only, scenarios
+from bench import flood, parley_only, scenarios
 from bench.scenarios import FULL, QUICK
 from bench.systems import ALL, Channels, Env, Parley, SioKafka, SioRedis, System
 
@@ -43,7 +43,7 @@ CACHE = Path(os.environ.get("PARLEY_CACHE", Path.home() / ".cache" / "parley"))
 BENCH_VENV = Path(os.environ.get("PARLEY_BENCH_VENV", CACHE / "bench-venv"))
 REQUIREMENTS = ROOT / "bench" / "requirements.txt"
 SECRET = "parley-bench-secret-0123456789abcdef"
-SCENARIOS = ("fanout", "bigroom", "idle", "persist", "resume", "history")
+SCENARIOS = ("fanout", "bigroom", "idle", "persist", "resume", "history", "flood")
 NEEDS_REDIS = ("socketio-redis", "channels")
 
 logger = logging.getLogger("bench")
@@ -306,7 +306,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 entry[scen]["wall_seconds"] = time.monotonic() - t0
         if "parley" in systems:
             po = results["parley_only"]
-            for scen in ("persist", "resume", "history"):
+            for scen in ("persist", "resume", "history", "flood"):
                 if scen not in wanted:
                     continue
                 logger.info("== parley: %s", scen)
@@ -317,6 +317,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             po[scen] = await parley_only.persist(env, db_url, sz)
                         elif scen == "resume":
                             po[scen] = await parley_only.resume(Parley(env, db_url), sz)
+                        elif scen == "flood":
+                            po[scen] = await flood.flood(flood.DefaultLimits(env, db_url), sz)
                         else:
                             po[scen] = {
                                 "sqlite": await parley_only.history(env, "sqlite", db_url, sz),

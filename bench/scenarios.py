@@ -36,6 +36,11 @@ class Sizes:
     resume_clients: int
     resume_msgs: int
     history_msgs: int
+    flood_rooms: int
+    flood_members: int
+    flood_rate: float  # messages per second per measured member
+    flood_frames_per_s: float  # what the one abusive user sends
+    flood_step_s: float
     settle_s: float  # pauses for a server to settle before a memory or latency reading
 
 
@@ -53,6 +58,11 @@ QUICK = Sizes(
     resume_clients=40,
     resume_msgs=2,
     history_msgs=1000,
+    flood_rooms=4,
+    flood_members=5,
+    flood_rate=2.0,
+    flood_frames_per_s=500.0,
+    flood_step_s=2.0,
     settle_s=0.3,
 )
 
@@ -73,6 +83,11 @@ FULL = Sizes(
     resume_clients=5000,
     resume_msgs=4,
     history_msgs=100_000,
+    flood_rooms=20,
+    flood_members=10,
+    flood_rate=1.0,
+    flood_frames_per_s=2000.0,
+    flood_step_s=20.0,
     settle_s=2.0,
 )
 

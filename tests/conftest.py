@@ -97,9 +97,14 @@ def _drop_test_topics() -> Iterator[None]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Before any test (on xdist's controller only): topics a killed run left."""
+    """Before any test (on xdist's controller only): topics a killed run left.
+
+    Only where `make test` asks for it (PARLEY_TEST_SWEEP_TOPICS=1): a pytest
+    run by hand beside another run on the same broker must not take its topics.
+    """
     kafka = os.environ.get("PARLEY_TEST_KAFKA_BOOTSTRAP")
-    if kafka and not hasattr(session.config, "workerinput"):
+    sweep = os.environ.get("PARLEY_TEST_SWEEP_TOPICS") == "1"
+    if kafka and sweep and not hasattr(session.config, "workerinput"):
         with contextlib.suppress(Exception):
             sweep_test_topics(kafka)
 

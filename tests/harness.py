@@ -40,33 +40,37 @@ def token(user: str, ttl: int = 3600, secret: str = SECRET) -> str:
     return issue_token(secret, user, ttl)
 
 
-@dataclass
-class ServerProcess:
-    """One `parley serve` node; stopped (or killed) by whoever started it."""
+class ParleyProcess:
+    """A `parley` subprocess whose output goes to a log file; stopped or killed by its starter.
+
+    Subclasses say which command it runs, what it adds to the environment and
+    which output line means it is ready.
+    """
 
     env: dict[str, str]
-    node_id: str
     log_path: Path
-    port: int = field(default_factory=free_port)
-    proc: asyncio.subprocess.Process | None = None
-    _pump: asyncio.Task[None] | None = None
+    proc: asyncio.subprocess.Process | None
+    _pump: asyncio.Task[None] | None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+    def _own_env(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _ready_line(self) -> bytes:
+        raise NotImplementedError
+
+    def _label(self) -> str:
+        raise NotImplementedError
 
     async def start(self) -> None:
-        env = {**self.env, "PARLEY_PORT": str(self.port), "PARLEY_NODE_ID": self.node_id}
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "parley.cli.main",
-            "serve",
-            env=env,
+            *self._argv(),
+            env={**self.env, **self._own_env()},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -80,18 +84,20 @@ class ServerProcess:
 
     async def _read_output(self, ready: asyncio.Future[None]) -> None:
         assert self.proc is not None and self.proc.stdout is not None
+        marker = self._ready_line()
         with self.log_path.open("ab") as out:
             async for line in self.proc.stdout:
                 out.write(line)
                 out.flush()
-                if not ready.done() and b"ready on http" in line:
+                if not ready.done() and marker in line:
                     ready.set_result(None)
         if not ready.done():
             ready.set_exception(
-                RuntimeError(f"node {self.node_id} exited: {self.log_path.read_text()[-2000:]}")
+                RuntimeError(f"{self._label()} exited: {self.log_path.read_text()[-2000:]}")
             )
 
     async def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (a clean stop), SIGKILL after `timeout`; the exit code."""
         if self.proc is None or self.proc.returncode is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
@@ -104,6 +110,7 @@ class ServerProcess:
         return self.proc.returncode
 
     async def kill(self) -> None:
+        """SIGKILL: the process gets no chance to finish or commit anything."""
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
@@ -121,6 +128,38 @@ class ServerProcess:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class ServerProcess(ParleyProcess):
+    """One `parley serve` node."""
+
+    env: dict[str, str]
+    node_id: str
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    proc: asyncio.subprocess.Process | None = None
+    _pump: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def _argv(self) -> list[str]:
+        return ["serve"]
+
+    def _own_env(self) -> dict[str, str]:
+        return {"PARLEY_PORT": str(self.port), "PARLEY_NODE_ID": self.node_id}
+
+    def _ready_line(self) -> bytes:
+        return b"ready on http"
+
+    def _label(self) -> str:
+        return f"node {self.node_id}"
 
 
 class Closed(Exception):
@@ -374,8 +413,8 @@ async def running(nodes: list[ServerProcess]) -> AsyncIterator[list[ServerProces
 
 
 @dataclass
-class WorkerProcess:
-    """One `parley worker NAME` process, beside the gateways; stopped or killed by its starter.
+class WorkerProcess(ParleyProcess):
+    """One `parley worker NAME` process, beside the gateways.
 
     It gets a free PARLEY_METRICS_PORT of its own, so that several workers of
     one test (and of tests running at the same time) never share one.
@@ -393,76 +432,17 @@ class WorkerProcess:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    async def start(self) -> None:
-        env = {
-            **self.env,
-            "PARLEY_METRICS_PORT": str(self.metrics_port),
-            "PARLEY_NODE_ID": self.worker_id,
-        }
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "parley.cli.main",
-            "worker",
-            self.name,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        ready = asyncio.get_running_loop().create_future()
-        self._pump = asyncio.create_task(self._read_output(ready))
-        try:
-            await asyncio.wait_for(ready, READY_TIMEOUT_S)
-        except BaseException:
-            await self.kill()
-            raise
+    def _argv(self) -> list[str]:
+        return ["worker", self.name]
 
-    async def _read_output(self, ready: asyncio.Future[None]) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        running = f"parley: worker {self.name} running".encode()
-        with self.log_path.open("ab") as out:
-            async for line in self.proc.stdout:
-                out.write(line)
-                out.flush()
-                if not ready.done() and running in line:
-                    ready.set_result(None)
-        if not ready.done():
-            ready.set_exception(
-                RuntimeError(
-                    f"worker {self.name} ({self.worker_id}) exited:"
-                    f" {self.log_path.read_text()[-2000:]}"
-                )
-            )
+    def _own_env(self) -> dict[str, str]:
+        return {"PARLEY_METRICS_PORT": str(self.metrics_port), "PARLEY_NODE_ID": self.worker_id}
 
-    async def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM (a clean stop), SIGKILL after `timeout`; the exit code."""
-        if self.proc is None or self.proc.returncode is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-        await self._drain()
-        return self.proc.returncode
+    def _ready_line(self) -> bytes:
+        return f"parley: worker {self.name} running".encode()
 
-    async def kill(self) -> None:
-        """SIGKILL: the worker gets no chance to finish its batch or commit anything."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        await self._drain()
-
-    async def _drain(self) -> None:
-        if self._pump is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pump, 5)
-            self._pump = None
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
+    def _label(self) -> str:
+        return f"worker {self.name} ({self.worker_id})"
 
     async def metrics(self) -> str:
         """The worker's /metrics text."""
@@ -488,6 +468,3 @@ class WorkerProcess:
             if series == key:
                 return float(value)
         return None
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -6,6 +6,7 @@ one raises ConfigError naming it, which the CLI prints as one line.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -16,6 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parley.auth.tokens import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
 
 DEV_SECRET = "parley-dev-secret-do-not-use-in-production"
 
@@ -58,6 +65,11 @@ class Settings:
     handshake_rate: float = 50.0
     handshake_burst: int = 200
     max_connections_per_user: int = 32
+    ip_rate_per_s: float = 200.0
+    ip_rate_burst: int = 400
+    max_connections_per_ip: int = 1000
+    ip_limits_exempt: tuple[Network, ...] = LOOPBACK
+    trusted_proxies: tuple[Network, ...] = ()
     presence_timeout_s: float = 15.0
     presence_max_room: int = 500
     kafka_timeout_ms: int = 15000
@@ -100,6 +112,23 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive number, got {raw!r}")
     return value
+
+
+def _networks(
+    env: Mapping[str, str], name: str, default: tuple[Network, ...]
+) -> tuple[Network, ...]:
+    """Comma-separated addresses or CIDR networks; set but empty (or `none`): none."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    nets: list[Network] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if part and part.lower() != "none":
+            try:
+                nets.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise ConfigError(f"{name}: {part!r} is not an address or a network") from None
+    return tuple(nets)
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
@@ -195,6 +224,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = Tru
     s.max_connections_per_user = _int(
         env, "PARLEY_MAX_CONNECTIONS_PER_USER", s.max_connections_per_user, minimum=1
     )
+    s.ip_rate_per_s = _float(env, "PARLEY_IP_RATE_LIMIT", s.ip_rate_per_s)
+    s.ip_rate_burst = _int(env, "PARLEY_IP_RATE_BURST", s.ip_rate_burst, minimum=1)
+    s.max_connections_per_ip = _int(
+        env, "PARLEY_MAX_CONNECTIONS_PER_IP", s.max_connections_per_ip, minimum=1
+    )
+    s.ip_limits_exempt = _networks(env, "PARLEY_IP_LIMITS_EXEMPT", s.ip_limits_exempt)
+    s.trusted_proxies = _networks(env, "PARLEY_TRUSTED_PROXIES", s.trusted_proxies)
     if s.metrics_port > 65535:
         raise ConfigError(f"PARLEY_METRICS_PORT must be at most 65535, got {s.metrics_port}")
     s.kafka_timeout_ms = _int(env, "PARLEY_KAFKA_TIMEOUT_MS", s.kafka_timeout_ms, minimum=1000)

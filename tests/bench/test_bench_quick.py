@@ -116,3 +116,16 @@ def test_history_paging(results: dict[str, Any]) -> None:
         assert h["complete"], h
         assert h["pages"] == -(-h["messages"] // 50), h
         assert h["p99_ms"] is not None, h
+
+
+def test_flood(results: dict[str, Any]) -> None:
+    """The flooder was refused and the others got everything, once (timing is bench's)."""
+    flood = results["parley_only"]["flood"]
+    assert "error" not in flood, flood
+    flooder = flood["flooder"]
+    assert flooder["sent"] > flooder.get("ack", 0) > 0, flooder
+    assert flooder["error:rate_limited"] > 0, flooder
+    for phase in ("before", "during", "after"):
+        assert flood[phase]["delivered"] > 0 and flood[phase]["p99_ms"] is not None, flood
+    assert flood["p99_ratio"] is not None, flood
+    exactly_once(flood["check"])

@@ -169,6 +169,12 @@ def test_auth_may_be_left_out_when_not_needed() -> None:
         ("PARLEY_PRESENCE_TIMEOUT", "0"),
         ("PARLEY_PRESENCE_TIMEOUT", "-5"),
         ("PARLEY_PRESENCE_TIMEOUT", "soon"),
+        ("PARLEY_IP_RATE_LIMIT", "0"),
+        ("PARLEY_IP_RATE_BURST", "0"),
+        ("PARLEY_MAX_CONNECTIONS_PER_IP", "0"),
+        ("PARLEY_IP_LIMITS_EXEMPT", "localhost"),
+        ("PARLEY_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("PARLEY_TRUSTED_PROXIES", "proxy.internal"),
         ("PARLEY_KAFKA_TIMEOUT_MS", "999"),
         ("PARLEY_KAFKA_TIMEOUT_MS", "x"),
         ("PARLEY_LOG_LEVEL", "verbose"),
@@ -197,3 +203,12 @@ def test_missing_secrets_name_their_variable() -> None:
         load_settings({})
     with pytest.raises(ConfigError, match="PARLEY_JWT_PUBLIC_KEY"):
         load_settings({**AUTH, "PARLEY_JWT_ALGORITHMS": "HS256,RS256"})
+
+
+def test_address_limit_networks() -> None:
+    base = {"PARLEY_JWT_SECRET": "s"}
+    assert [str(n) for n in load_settings(base).ip_limits_exempt] == ["127.0.0.0/8", "::1/128"]
+    assert load_settings({**base, "PARLEY_IP_LIMITS_EXEMPT": ""}).ip_limits_exempt == ()
+    assert load_settings({**base, "PARLEY_IP_LIMITS_EXEMPT": "none"}).ip_limits_exempt == ()
+    proxies = load_settings({**base, "PARLEY_TRUSTED_PROXIES": "10.0.0.1, fd00::/8"})
+    assert [str(n) for n in proxies.trusted_proxies] == ["10.0.0.1/32", "fd00::/8"]

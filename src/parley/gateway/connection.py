@@ -51,6 +51,9 @@ _BUDGETED = frozenset(
     {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE, ErrorCode.TOO_LARGE, ErrorCode.NOT_MEMBER}
 )
 ERROR_WINDOW_S = 10.0
+# Sends refused by a rate limit within ERROR_WINDOW_S before the connection is
+# closed (1008): a client that backs off on `rate_limited` never comes near it.
+FLOOD_BUDGET = 1000
 
 
 class Connection:
@@ -61,8 +64,10 @@ class Connection:
         transport: asyncio.Transport,
         user: str,
         device: str | None,
+        address: str,
     ) -> None:
         self.node = node
+        self.address = address
         self.ws = ws
         self._transport = transport
         self._close_task: asyncio.Task[None] | None = None
@@ -71,6 +76,7 @@ class Connection:
         )
         self.session = Session(new_session_id(), user, device, writer, self.request_close)
         self._errors: list[float] = []
+        self._refused: list[float] = []  # sends refused by a rate limit, within ERROR_WINDOW_S
 
     # Closing ------------------------------------------------------------------
 
@@ -111,6 +117,15 @@ class Connection:
         self._errors.append(now)
         if len(self._errors) > ERROR_BUDGET:
             self.request_close(CloseCode.POLICY, "too many errors")
+
+    def refuse(self, message: str, ref: str | None) -> None:
+        """`rate_limited`; a client that keeps sending through it is flooding (1008)."""
+        self.session.writer.send_json(error_frame(ErrorCode.RATE_LIMITED, message, ref))
+        now = time.monotonic()
+        self._refused = [t for t in self._refused if now - t < ERROR_WINDOW_S]
+        self._refused.append(now)
+        if len(self._refused) > FLOOD_BUDGET:
+            self.request_close(CloseCode.POLICY, "flooding: sends ignored rate_limited")
 
     # The loop -----------------------------------------------------------------
 
@@ -161,7 +176,10 @@ class Connection:
                 if not member:
                     raise NotMember(frame.room)
                 if not node.send_limiter.allow(user):
-                    self.error(ErrorCode.RATE_LIMITED, "sending too fast", ref)
+                    self.refuse("sending too fast", ref)
+                    return
+                if not node.addresses.allow_message(self.address):
+                    self.refuse("too many messages from this address", ref)
                     return
                 if node.draining:
                     # New sends would keep the pending set from ever emptying: the

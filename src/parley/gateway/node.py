@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from parley.config import Settings
 from parley.gateway import history
+from parley.gateway.addresses import AddressLimits
 from parley.gateway.backfill import Backfill
 from parley.gateway.hub import Hub
 from parley.gateway.latency import FanoutLatency
@@ -85,7 +86,7 @@ class Node:
         self.membership = Membership(store)
         self.presence = Presence(settings.presence_timeout_s)
         self.send_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
-        self.handshake_limiter = RateLimiter(settings.handshake_rate, settings.handshake_burst)
+        self.addresses = AddressLimits(settings)
         self.messages_topic = messages_topic(settings.topic_prefix)
         self.events_topic = events_topic(settings.topic_prefix)
         self.partitions = settings.partitions

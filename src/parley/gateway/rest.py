@@ -87,6 +87,11 @@ def node_of(request: web.Request) -> Node:
     return request.app[NODE]
 
 
+def client_address(request: web.Request) -> str:
+    """The client's address, as the per-address limits see it (gateway/addresses.py)."""
+    return node_of(request).addresses.client(request.remote, request.headers.get("X-Forwarded-For"))
+
+
 def identity_of(request: web.Request) -> Identity:
     identity: Identity = request["identity"]
     return identity
@@ -214,6 +219,8 @@ async def post_message(request: web.Request) -> web.Response:
         raise ApiError(STATUS[exc.code], str(exc.code), exc.message) from None
     if not node.send_limiter.allow(me.user):
         raise ApiError(429, "rate_limited", "sending too fast")
+    if not node.addresses.allow_message(client_address(request)):
+        raise ApiError(429, "rate_limited", "too many messages from this address")
     try:
         msg = await node.send_and_wait(me.user, room_id, client_id, text)
     except SendFailed as exc:

@@ -23,7 +23,7 @@ from parley.auth.tokens import InvalidToken, TokenVerifier, issue_token
 from parley.gateway.connection import MAX_FRAME_BYTES, Connection
 from parley.gateway.node import Node
 from parley.gateway.openapi import OPENAPI
-from parley.gateway.rest import NODE, ApiError, add_routes, error_response
+from parley.gateway.rest import NODE, ApiError, add_routes, client_address, error_response
 from parley.log.base import LogUnavailable
 from parley.protocol.names import dm_room, is_user_id
 from parley.storage.base import RoomExists, StoreUnavailable
@@ -110,8 +110,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     settings = node.settings
     if not origin_allowed(request, settings.allowed_origins):
         return error_response(403, "forbidden", "this origin may not connect")
-    peer = request.remote or "?"
-    if not node.handshake_limiter.allow(peer):
+    address = client_address(request)
+    if not node.addresses.allow_handshake(address):
         return error_response(429, "rate_limited", "too many connection attempts; retry later")
     try:
         identity = request.app[VERIFIER].verify(request.query.get("token") or bearer(request))
@@ -134,18 +134,23 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     device = request.query.get("device") or None
     if device is not None and len(device) > 64:
         return error_response(400, "bad_request", "device must be at most 64 chars")
-    # aiohttp refuses a message whose size equals max_msg_size; PROTOCOL closes
-    # only one *over* 64 KiB, so the limit given is one byte more.
-    ws = web.WebSocketResponse(
-        compress=False, max_msg_size=MAX_FRAME_BYTES + 1, heartbeat=20.0, timeout=5.0
-    )
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:
+    if not node.addresses.open(address):
+        return error_response(429, "rate_limited", "too many open connections from this address")
+    try:
+        # aiohttp refuses a message whose size equals max_msg_size; PROTOCOL closes
+        # only one *over* 64 KiB, so the limit given is one byte more.
+        ws = web.WebSocketResponse(
+            compress=False, max_msg_size=MAX_FRAME_BYTES + 1, heartbeat=20.0, timeout=5.0
+        )
+        await ws.prepare(request)
+        transport = request.transport
+        if transport is None:
+            return ws
+        connection = Connection(node, ws, transport, identity.user, device, address)
+        await connection.run(room, since)
         return ws
-    connection = Connection(node, ws, transport, identity.user, device)
-    await connection.run(room, since)
-    return ws
+    finally:
+        node.addresses.close(address)
 
 
 async def healthz(request: web.Request) -> web.Response:
