@@ -395,6 +395,9 @@ def base_env(prefix: str, kafka: str | None, database_url: str, data_dir: Path) 
         # Tests pipeline sends faster than a person types; the rate limit has its own test.
         PARLEY_RATE_LIMIT="2000",
         PARLEY_RATE_BURST="2000",
+        # Likewise reconnections: a test may open hundreds of sockets for one user.
+        PARLEY_USER_HANDSHAKE_RATE="2000",
+        PARLEY_USER_HANDSHAKE_BURST="2000",
         PARLEY_LOG_LEVEL=os.environ.get("PARLEY_TEST_LOG_LEVEL", "INFO"),
     )
     if kafka:

@@ -65,6 +65,8 @@ class Settings:
     handshake_rate: float = 50.0
     handshake_burst: int = 200
     max_connections_per_user: int = 32
+    user_handshake_rate: float = 10.0
+    user_handshake_burst: int = 100
     ip_rate_per_s: float = 200.0
     ip_rate_burst: int = 400
     max_connections_per_ip: int = 1000
@@ -223,6 +225,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = Tru
     s.handshake_burst = _int(env, "PARLEY_HANDSHAKE_BURST", s.handshake_burst, minimum=1)
     s.max_connections_per_user = _int(
         env, "PARLEY_MAX_CONNECTIONS_PER_USER", s.max_connections_per_user, minimum=1
+    )
+    s.user_handshake_rate = _float(env, "PARLEY_USER_HANDSHAKE_RATE", s.user_handshake_rate)
+    s.user_handshake_burst = _int(
+        env, "PARLEY_USER_HANDSHAKE_BURST", s.user_handshake_burst, minimum=1
     )
     s.ip_rate_per_s = _float(env, "PARLEY_IP_RATE_LIMIT", s.ip_rate_per_s)
     s.ip_rate_burst = _int(env, "PARLEY_IP_RATE_BURST", s.ip_rate_burst, minimum=1)

@@ -197,3 +197,15 @@ async def test_a_client_that_backs_off_is_never_closed(tmp_path: Path) -> None:
                 assert reply["code"] == "rate_limited", reply
                 await asyncio.sleep(0.1)
         assert acked >= 40 and alice.close_code is None
+
+
+async def test_handshakes_per_user_are_limited_from_any_address(tmp_path: Path) -> None:
+    """Loopback is exempt from the per-address limits, not from the per-user one."""
+    async with own_cluster(
+        "embedded", tmp_path, PARLEY_USER_HANDSHAKE_RATE="1", PARLEY_USER_HANDSHAKE_BURST="4"
+    ) as cluster:
+        got = await statuses(cluster, 7)
+        assert got[:4] == [101] * 4
+        assert 429 in got[4:], got
+        other = await cluster.connect("bob")  # another user is not affected
+        assert other.frames[0]["type"] == "hello"

@@ -169,6 +169,8 @@ def test_auth_may_be_left_out_when_not_needed() -> None:
         ("PARLEY_PRESENCE_TIMEOUT", "0"),
         ("PARLEY_PRESENCE_TIMEOUT", "-5"),
         ("PARLEY_PRESENCE_TIMEOUT", "soon"),
+        ("PARLEY_USER_HANDSHAKE_RATE", "0"),
+        ("PARLEY_USER_HANDSHAKE_BURST", "0"),
         ("PARLEY_IP_RATE_LIMIT", "0"),
         ("PARLEY_IP_RATE_BURST", "0"),
         ("PARLEY_MAX_CONNECTIONS_PER_IP", "0"),

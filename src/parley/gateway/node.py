@@ -87,6 +87,10 @@ class Node:
         self.presence = Presence(settings.presence_timeout_s)
         self.send_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
         self.addresses = AddressLimits(settings)
+        # A token replayed from many addresses escapes the per-address limit.
+        self.user_handshakes = RateLimiter(
+            settings.user_handshake_rate, settings.user_handshake_burst
+        )
         self.messages_topic = messages_topic(settings.topic_prefix)
         self.events_topic = events_topic(settings.topic_prefix)
         self.partitions = settings.partitions

@@ -117,6 +117,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         identity = request.app[VERIFIER].verify(request.query.get("token") or bearer(request))
     except InvalidToken as exc:
         return error_response(401, "unauthorized", str(exc))
+    if not node.user_handshakes.allow(identity.user):
+        return error_response(429, "rate_limited", "too many connection attempts for this user")
     if len(tuple(node.hub.sessions_of(identity.user))) >= settings.max_connections_per_user:
         return error_response(429, "rate_limited", "too many open connections for this user")
     room = request.query.get("room") or None
