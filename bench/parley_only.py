@@ -103,6 +103,8 @@ async def persist_until(env: Env, prefix: str, db_url: str, n: int) -> dict[str,
         PARLEY_DATABASE_URL=db_url,
         PARLEY_TOPIC_PREFIX=prefix,
         PARLEY_LOG_LEVEL="WARNING",
+        # Not the default 9101: another worker (a test's, another run's) may hold it.
+        PARLEY_METRICS_PORT=str(free_port()),
     )
     worker = Proc(
         name="persist",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _cluster, pg_database
-from tests.harness import SECRET, Cluster, ServerProcess, base_env, token
+from tests.harness import SECRET, Cluster, ServerProcess, base_env, free_port, token
 
 
 def run_cli(
@@ -106,7 +106,8 @@ async def test_persist_worker_as_its_own_process(tmp_path: Path, services: dict[
                 "parley.cli.main",
                 "worker",
                 "persist",
-                env=node.env,
+                # a port of its own: another test's worker may hold the default 9101
+                env={**node.env, "PARLEY_METRICS_PORT": str(free_port())},
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
             )
