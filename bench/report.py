@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,59 @@ def plot_bigroom(r: dict[str, Any], out: Path) -> str | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
+
+
+def system_rows(
+    r: dict[str, Any], scenario: str, columns: int, row: Callable[[str, dict[str, Any]], str]
+) -> list[str]:
+    """One table row per system that ran `scenario`: `row(name, figures)`, or its failure."""
+    out: list[str] = []
+    for name in systems(r):
+        x = r["systems"][name].get(scenario, {})
+        if "error" in x:
+            out.append(f"| {title(r, name)} | failed: {x['error']} |" + " |" * (columns - 2))
+        elif x:
+            out.append(row(name, x))
+    return out
+
+
+def fanout_row(r: dict[str, Any], name: str, fan: dict[str, Any]) -> str:
+    at = fan.get("at_max") or {}
+    ck = fan.get("check", {})
+    return (
+        f"| {title(r, name)} | {fmt(fan.get('max_sustained_deliveries_per_s'))} |"
+        f" {fmt(at.get('p50_ms'))} / {fmt(at.get('p99_ms'))} / {fmt(at.get('p999_ms'))} |"
+        f" {fmt(at.get('system_cpu_us_per_delivery'))} |"
+        f" {fmt(at.get('loadgen_cpu_busy'), 2)} |"
+        f" {ck.get('lost')} / {ck.get('dups')} / {ck.get('foreign')} |"
+        f" {fan.get('stop_reason', '')} |"
+    )
+
+
+def bigroom_row(r: dict[str, Any], name: str, b: dict[str, Any]) -> str:
+    ck = b.get("check", {})
+    return (
+        f"| {title(r, name)} | {fmt(b.get('last_recipient_p50_ms'))}"
+        f" | {fmt(b.get('last_recipient_p99_ms'))} | {fmt(b.get('last_recipient_max_ms'))}"
+        f" | {fmt(b.get('any_recipient_p50_ms'))} / {fmt(b.get('any_recipient_p99_ms'))}"
+        f" | {fmt(b.get('system_cpu_us_per_delivery'))}"
+        f" | {b.get('complete_messages')} of {b.get('messages')}"
+        f" | {ck.get('lost')} / {ck.get('dups')} |"
+    )
+
+
+def idle_row(r: dict[str, Any], name: str, i: dict[str, Any]) -> str:
+    broker_kib = i.get("broker_kib_per_connection")
+    if broker_kib is not None:
+        broker_kib = max(0.0, broker_kib)  # Redis's RSS can shrink meanwhile
+    return (
+        f"| {title(r, name)} | {fmt(i.get('kib_per_connection'))}"
+        f" | {fmt(broker_kib)}"
+        f" | {fmt(i.get('rss_after_mib'))} MiB | {fmt(i.get('connections_per_s'))}"
+        f" | {fmt(i.get('server_cpu_ms_per_1000_connections'))}"
+        f" | {fmt(i.get('brokers_cpu_ms_per_1000_connections'))}"
+        f" | {fmt(i.get('ready'))} of {fmt(i.get('connections'))} |"
+    )
 
 
 def render(r: dict[str, Any], plots: dict[str, str | None], plot_rel: str) -> str:
@@ -319,21 +373,7 @@ def render(r: dict[str, Any], plots: dict[str, str | None], plot_rel: str) -> st
         " lost / dup / foreign | stopped because |",
         "|---|---:|---|---:|---:|---|---|",
     ]
-    for name in systems(r):
-        fan = r["systems"][name].get("fanout", {})
-        if "error" in fan:
-            L.append(f"| {title(r, name)} | failed: {fan['error']} | | | | | |")
-            continue
-        at = fan.get("at_max") or {}
-        ck = fan.get("check", {})
-        L.append(
-            f"| {title(r, name)} | {fmt(fan.get('max_sustained_deliveries_per_s'))} |"
-            f" {fmt(at.get('p50_ms'))} / {fmt(at.get('p99_ms'))} / {fmt(at.get('p999_ms'))} |"
-            f" {fmt(at.get('system_cpu_us_per_delivery'))} |"
-            f" {fmt(at.get('loadgen_cpu_busy'), 2)} |"
-            f" {ck.get('lost')} / {ck.get('dups')} / {ck.get('foreign')} |"
-            f" {fan.get('stop_reason', '')} |"
-        )
+    L += system_rows(r, "fanout", 7, lambda name, x: fanout_row(r, name, x))
     if plots.get("fanout"):
         L += ["", f"![fan-out latency and CPU]({plot_rel}/{plots['fanout']})"]
     L += ["", "Every step:", ""]
@@ -366,22 +406,7 @@ def render(r: dict[str, Any], plots: dict[str, str | None], plot_rel: str) -> st
         " (ms) | CPU µs/delivery | messages complete | lost / dup |",
         "|---|---:|---:|---:|---|---:|---:|---|",
     ]
-    for name in systems(r):
-        b = r["systems"][name].get("bigroom", {})
-        if "error" in b:
-            L.append(f"| {title(r, name)} | failed: {b['error']} | | | | | | |")
-            continue
-        if not b:
-            continue
-        ck = b.get("check", {})
-        L.append(
-            f"| {title(r, name)} | {fmt(b.get('last_recipient_p50_ms'))}"
-            f" | {fmt(b.get('last_recipient_p99_ms'))} | {fmt(b.get('last_recipient_max_ms'))}"
-            f" | {fmt(b.get('any_recipient_p50_ms'))} / {fmt(b.get('any_recipient_p99_ms'))}"
-            f" | {fmt(b.get('system_cpu_us_per_delivery'))}"
-            f" | {b.get('complete_messages')} of {b.get('messages')}"
-            f" | {ck.get('lost')} / {ck.get('dups')} |"
-        )
+    L += system_rows(r, "bigroom", 8, lambda name, x: bigroom_row(r, name, x))
     if plots.get("bigroom"):
         L += ["", f"![big room]({plot_rel}/{plots['bigroom']})"]
     # Idle
@@ -401,24 +426,7 @@ def render(r: dict[str, Any], plots: dict[str, str | None], plot_rel: str) -> st
         " broker CPU ms / 1,000 conns | ready |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in systems(r):
-        i = r["systems"][name].get("idle", {})
-        if "error" in i:
-            L.append(f"| {title(r, name)} | failed: {i['error']} | | | | | | |")
-            continue
-        if not i:
-            continue
-        broker_kib = i.get("broker_kib_per_connection")
-        if broker_kib is not None:
-            broker_kib = max(0.0, broker_kib)  # Redis's RSS can shrink meanwhile
-        L.append(
-            f"| {title(r, name)} | {fmt(i.get('kib_per_connection'))}"
-            f" | {fmt(broker_kib)}"
-            f" | {fmt(i.get('rss_after_mib'))} MiB | {fmt(i.get('connections_per_s'))}"
-            f" | {fmt(i.get('server_cpu_ms_per_1000_connections'))}"
-            f" | {fmt(i.get('brokers_cpu_ms_per_1000_connections'))}"
-            f" | {fmt(i.get('ready'))} of {fmt(i.get('connections'))} |"
-        )
+    L += system_rows(r, "idle", 8, lambda name, x: idle_row(r, name, x))
     if plots.get("idle"):
         L += ["", f"![idle memory]({plot_rel}/{plots['idle']})"]
     # Parley only

@@ -74,6 +74,16 @@ class System:
     def server_pids(self) -> list[int]:
         return [n.pid for n in self.nodes if n.proc is not None and n.proc.returncode is None]
 
+    def peer_proc(self, label: str, i: int, port: int, argv: list[str], **env: str) -> Proc:
+        """A peer's server process: its JWT secret and settings in the environment."""
+        return Proc(
+            name=f"{label}-{i}",
+            argv=argv,
+            env={**os.environ, "BENCH_JWT_SECRET": self.env.secret, **env},
+            log_path=self.env.run_dir / f"{label}-{self.tag}-{i}.log",
+            port=port,
+        )
+
     async def start(self, count: int) -> None:
         self.tag = uuid.uuid4().hex[:8]
         self.nodes = [self.make_node(i) for i in range(count)]
@@ -209,22 +219,17 @@ class SioRedis(System):
     def make_node(self, i: int) -> Proc:
         port = free_port()
         assert self.env.redis_url is not None
-        return Proc(
-            name=f"sio-redis-{i}",
-            argv=[
-                str(self.env.bench_python),
-                str(ROOT / "bench/peers/sio_redis.py"),
-                "--port",
-                str(port),
-                "--redis",
-                self.env.redis_url,
-                "--channel",
-                f"bench-{self.tag}",
-            ],
-            env={**os.environ, "BENCH_JWT_SECRET": self.env.secret},
-            log_path=self.env.run_dir / f"sio-redis-{self.tag}-{i}.log",
-            port=port,
-        )
+        argv = [
+            str(self.env.bench_python),
+            str(ROOT / "bench/peers/sio_redis.py"),
+            "--port",
+            str(port),
+            "--redis",
+            self.env.redis_url,
+            "--channel",
+            f"bench-{self.tag}",
+        ]
+        return self.peer_proc("sio-redis", i, port, argv)
 
 
 class SioKafka(System):
@@ -251,9 +256,11 @@ class SioKafka(System):
     def make_node(self, i: int) -> Proc:
         port = free_port()
         gunicorn = self.env.bench_python.parent / "gunicorn"
-        return Proc(
-            name=f"sio-kafka-{i}",
-            argv=[
+        return self.peer_proc(
+            "sio-kafka",
+            i,
+            port,
+            [
                 str(gunicorn),
                 "-k",
                 "gevent",
@@ -271,14 +278,8 @@ class SioKafka(System):
                 str(ROOT / "bench/peers"),
                 "sio_kafka:app",
             ],
-            env={
-                **os.environ,
-                "BENCH_JWT_SECRET": self.env.secret,
-                "SIO_KAFKA": self.env.kafka,
-                "SIO_CHANNEL": f"bench-sio-{self.tag}",
-            },
-            log_path=self.env.run_dir / f"sio-kafka-{self.tag}-{i}.log",
-            port=port,
+            SIO_KAFKA=self.env.kafka,
+            SIO_CHANNEL=f"bench-sio-{self.tag}",
         )
 
     async def start(self, count: int) -> None:
@@ -313,9 +314,11 @@ class Channels(System):
     def make_node(self, i: int) -> Proc:
         port = free_port()
         assert self.env.redis_url is not None
-        return Proc(
-            name=f"channels-{i}",
-            argv=[
+        return self.peer_proc(
+            "channels",
+            i,
+            port,
+            [
                 str(self.env.bench_python),
                 "-m",
                 "uvicorn",
@@ -336,14 +339,8 @@ class Channels(System):
                 "--backlog",
                 "4096",
             ],
-            env={
-                **os.environ,
-                "BENCH_JWT_SECRET": self.env.secret,
-                "REDIS_URL": self.env.redis_url,
-                "CHANNELS_PREFIX": f"bench-{self.tag}",
-            },
-            log_path=self.env.run_dir / f"channels-{self.tag}-{i}.log",
-            port=port,
+            REDIS_URL=self.env.redis_url,
+            CHANNELS_PREFIX=f"bench-{self.tag}",
         )
 
 
