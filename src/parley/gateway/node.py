@@ -468,7 +468,7 @@ class Node:
         """
         state = self.rooms.get(room)
         if state is not None:
-            first = state.seen.get((user, client_id))
+            first = state.first(user, client_id)
             if first is not None:
                 waiter.on_ack(first)
                 return

@@ -45,6 +45,9 @@ class Roster:
         self._user_rooms.setdefault(user, set())
         for room in rooms:
             self.joined(user, room)
+        # The session just read the user's rooms: announcing its arrival needs
+        # no second query (a join storm would make one per connection).
+        self._rooms_cache[user] = (time.monotonic(), frozenset(rooms))
 
     def remove_user(self, user: str) -> None:
         for room in list(self._user_rooms.pop(user, ())):

@@ -100,7 +100,7 @@ class KafkaLog(Log):
                 **self._base_config(),
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 1,
+                "linger.ms": 5,
                 "message.timeout.ms": self._timeout_ms,
                 "queue.buffering.max.messages": 500_000,
                 "compression.type": "lz4",
@@ -297,7 +297,8 @@ class _KafkaTail(TailReader):
             "group.id": f"parley-tail-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "fetch.wait.max.ms": 100,
+            "fetch.wait.max.ms": 5,
+            "fetch.min.bytes": 16384,
             "auto.offset.reset": "latest",
         }
         self._topic = topic
@@ -403,6 +404,7 @@ class _KafkaGroup(GroupConsumer):
             "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 1000,
             "fetch.wait.max.ms": 100,
+            "fetch.min.bytes": 65536,
         }
         self._topic = topic
         self._consumer: Any = None
