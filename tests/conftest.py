@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from tests.harness import Cluster, ServerProcess, base_env
-from tests.topics import drop_topics, sweep_test_topics
+from tests.topics import drop_topics, scratch_name, sweep_test_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,7 +79,7 @@ _made_prefixes: list[str] = []
 
 
 def new_prefix() -> str:
-    prefix = f"t{uuid.uuid4().hex[:10]}"
+    prefix = scratch_name("t", 6)
     _made_prefixes.append(prefix)
     return prefix
 

@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
+import uuid
 from collections.abc import Callable, Iterable
 
 from confluent_kafka.admin import AdminClient
 
-# Names only tests make: `t` + 10 hex digits (conftest.new_prefix) and the log
-# contract's `contract-` + 32 hex digits; never a topic of a developer's own.
-TEST_TOPIC = re.compile(r"^(t[0-9a-f]{10}\.|contract-[0-9a-f]{32})")
+# Names only tests make, never a topic of a developer's own: `t` (a node's topic
+# prefix, conftest.new_prefix) or `contract-` (the log contract), then the time
+# they were made (8 hex digits of Unix seconds) and random hex digits. The
+# time lets a run sweep what killed runs left without touching the topics of
+# another run going on beside it on the same broker.
+TEST_TOPIC = re.compile(r"^(?:t([0-9a-f]{8})[0-9a-f]{6}\.|contract-([0-9a-f]{8})[0-9a-f]{24})")
+SWEEP_AFTER_S = 3 * 3600  # no test run lasts this long
+
+
+def scratch_name(kind: str, random_digits: int) -> str:
+    """`kind` + the time now + random hex: the shape TEST_TOPIC knows."""
+    return f"{kind}{int(time.time()):08x}{uuid.uuid4().hex[:random_digits]}"
 
 
 def drop_topics(bootstrap: str, prefixes: Iterable[str]) -> int:
@@ -29,8 +40,14 @@ def drop_topics(bootstrap: str, prefixes: Iterable[str]) -> int:
 
 
 def sweep_test_topics(bootstrap: str) -> int:
-    """Delete what killed runs left: every topic named the way only tests name them."""
-    return _delete(bootstrap, lambda name: TEST_TOPIC.match(name) is not None)
+    """Delete what killed runs left: test-named topics made over SWEEP_AFTER_S ago."""
+    oldest = time.time() - SWEEP_AFTER_S
+
+    def left_behind(name: str) -> bool:
+        m = TEST_TOPIC.match(name)
+        return m is not None and int(m.group(1) or m.group(2), 16) < oldest
+
+    return _delete(bootstrap, left_behind)
 
 
 def _delete(bootstrap: str, doomed: Callable[[str], bool]) -> int:

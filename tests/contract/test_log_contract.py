@@ -31,7 +31,7 @@ from parley.log.base import (
 )
 from parley.log.embedded import EmbeddedLog
 from parley.log.kafka import KafkaLog
-from tests.topics import drop_topics
+from tests.topics import drop_topics, scratch_name
 
 PARTITIONS = 3
 WAIT_S = 20.0  # the longest a record may take to reach a reader (Kafka: group joins)
@@ -46,7 +46,7 @@ Place = tuple[int, int]  # (partition, offset)
 
 @pytest.fixture
 def topic() -> str:
-    return f"contract-{uuid.uuid4().hex}"
+    return scratch_name("contract-", 24)
 
 
 @pytest.fixture(params=["file", "memory", pytest.param("kafka", marks=pytest.mark.kafka)])

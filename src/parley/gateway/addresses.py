@@ -23,6 +23,19 @@ from parley.config import Network, Settings
 from parley.gateway.ratelimit import RateLimiter
 
 
+def _address(hop: str) -> str | None:
+    """`203.0.113.5`, `203.0.113.5:4711`, `[2001:db8::1]:443` → the bare address."""
+    hop = hop.strip()
+    if hop.startswith("["):
+        hop = hop[1 : hop.find("]")] if "]" in hop else ""
+    elif hop.count(":") == 1:  # IPv4 with a port (an IPv6 address has several colons)
+        hop = hop.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return None
+
+
 class AddressLimits:
     def __init__(self, settings: Settings) -> None:
         self._exempt = settings.ip_limits_exempt
@@ -46,14 +59,21 @@ class AddressLimits:
         return check
 
     def client(self, peer: str | None, forwarded_for: str | None) -> str:
-        """The client's address: the peer's, or what trusted proxies forwarded."""
+        """The client's address: the peer's, or what trusted proxies forwarded.
+
+        A hop that is no address (`unknown`, garbage) ends the walk at the last
+        proxy: nothing further left can be trusted.
+        """
         address = peer or "?"
         if forwarded_for is None or not self._proxies or not self._is_proxy(address):
             return address
-        for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
-            if hop and not self._is_proxy(hop):
+        for raw in reversed(forwarded_for.split(",")):
+            hop = _address(raw)
+            if hop is None:
+                return address
+            if not self._is_proxy(hop):
                 return hop
-            address = hop or address
+            address = hop
         return address
 
     def allow_handshake(self, address: str) -> bool:

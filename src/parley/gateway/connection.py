@@ -51,9 +51,12 @@ _BUDGETED = frozenset(
     {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE, ErrorCode.TOO_LARGE, ErrorCode.NOT_MEMBER}
 )
 ERROR_WINDOW_S = 10.0
-# Sends refused by a rate limit within ERROR_WINDOW_S before the connection is
-# closed (1008): a client that backs off on `rate_limited` never comes near it.
-FLOOD_BUDGET = 1000
+# A connection whose sends are refused (`rate_limited`) at least FLOOD_PER_S
+# times a second for FLOOD_SECONDS seconds in a row is flooding: 1008. A burst,
+# however large (a client pipelining its backlog after a reconnect), is only
+# answered; what is closed is a client that never backs off.
+FLOOD_PER_S = 50
+FLOOD_SECONDS = 10
 
 
 class Connection:
@@ -76,7 +79,9 @@ class Connection:
         )
         self.session = Session(new_session_id(), user, device, writer, self.request_close)
         self._errors: list[float] = []
-        self._refused: list[float] = []  # sends refused by a rate limit, within ERROR_WINDOW_S
+        self._refused_second = 0  # the whole monotonic second of the last refusal
+        self._refused_in_second = 0  # refusals within it
+        self._flood_seconds = 0  # flooding seconds in a row before it
 
     # Closing ------------------------------------------------------------------
 
@@ -121,10 +126,14 @@ class Connection:
     def refuse(self, message: str, ref: str | None) -> None:
         """`rate_limited`; a client that keeps sending through it is flooding (1008)."""
         self.session.writer.send_json(error_frame(ErrorCode.RATE_LIMITED, message, ref))
-        now = time.monotonic()
-        self._refused = [t for t in self._refused if now - t < ERROR_WINDOW_S]
-        self._refused.append(now)
-        if len(self._refused) > FLOOD_BUDGET:
+        second = int(time.monotonic())
+        if second != self._refused_second:
+            flooded = self._refused_in_second >= FLOOD_PER_S
+            in_a_row = flooded and second == self._refused_second + 1
+            self._flood_seconds = self._flood_seconds + 1 if in_a_row else 0
+            self._refused_second, self._refused_in_second = second, 0
+        self._refused_in_second += 1
+        if self._flood_seconds >= FLOOD_SECONDS - 1 and self._refused_in_second == FLOOD_PER_S:
             self.request_close(CloseCode.POLICY, "flooding: sends ignored rate_limited")
 
     # The loop -----------------------------------------------------------------
@@ -175,11 +184,11 @@ class Connection:
                     member = await node.membership.is_member(frame.room, user)
                 if not member:
                     raise NotMember(frame.room)
-                if not node.send_limiter.allow(user):
-                    self.refuse("sending too fast", ref)
-                    return
                 if not node.addresses.allow_message(self.address):
                     self.refuse("too many messages from this address", ref)
+                    return
+                if not node.send_limiter.allow(user):
+                    self.refuse("sending too fast", ref)
                     return
                 if node.draining:
                     # New sends would keep the pending set from ever emptying: the

@@ -89,7 +89,10 @@ def node_of(request: web.Request) -> Node:
 
 def client_address(request: web.Request) -> str:
     """The client's address, as the per-address limits see it (gateway/addresses.py)."""
-    return node_of(request).addresses.client(request.remote, request.headers.get("X-Forwarded-For"))
+    # Every X-Forwarded-For line: a proxy may add its own line rather than
+    # append to the one the client sent.
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ())) or None
+    return node_of(request).addresses.client(request.remote, forwarded)
 
 
 def identity_of(request: web.Request) -> Identity:
@@ -217,10 +220,10 @@ async def post_message(request: web.Request) -> web.Response:
         text = check_body(field(body, "body"))
     except FrameError as exc:
         raise ApiError(STATUS[exc.code], str(exc.code), exc.message) from None
-    if not node.send_limiter.allow(me.user):
-        raise ApiError(429, "rate_limited", "sending too fast")
     if not node.addresses.allow_message(client_address(request)):
         raise ApiError(429, "rate_limited", "too many messages from this address")
+    if not node.send_limiter.allow(me.user):
+        raise ApiError(429, "rate_limited", "sending too fast")
     try:
         msg = await node.send_and_wait(me.user, room_id, client_id, text)
     except SendFailed as exc:
