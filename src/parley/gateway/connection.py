@@ -147,6 +147,10 @@ class Connection:
             self.request_close(1011, "database unavailable")
             await self._wait_closed()
             return
+        if node.draining:
+            # Opened while the node began to drain, after its sessions were told
+            # to go: this one goes the same way (1001), not dropped at exit.
+            self.request_close(CloseCode.GOING_AWAY, "server going away")
         try:
             if room is not None:
                 await self._dispatch(Subscribe(room, since, None))

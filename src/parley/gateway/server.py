@@ -110,6 +110,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     settings = node.settings
     if not origin_allowed(request, settings.allowed_origins):
         return error_response(403, "forbidden", "this origin may not connect")
+    if node.draining:
+        # The listener is closed, but a handshake may still arrive on a
+        # connection accepted before: the client should go to another node.
+        return error_response(503, "internal", "server going away; connect to another node")
     address = client_address(request)
     if not node.addresses.allow_handshake(address):
         return error_response(429, "rate_limited", "too many connection attempts; retry later")
