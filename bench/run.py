@@ -119,8 +119,9 @@ def redis_stop(port: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def fresh_database(admin_url: str) -> AsyncIterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
+async def fresh_database(admin_url: str, kind: str = "bench") -> AsyncIterator[str]:
+    """A database of its own for one run, dropped afterwards."""
+    name = f"{kind}_{uuid.uuid4().hex[:10]}"
     conn = await asyncpg.connect(admin_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')

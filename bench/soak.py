@@ -44,13 +44,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 from tests.faults.checker import Report, check, wait_persisted
 from tests.faults.infra import Deployment, KafkaCluster, deployment
 from tests.faults.report import DOC, replace_section
 from tests.faults.traffic import Topology, Traffic
 from tests.harness import WorkerProcess
 from tests.topics import drop_topics
+
+from bench.run import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.sh"
@@ -192,31 +193,13 @@ def services() -> tuple[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def fresh_database(admin: str) -> AsyncIterator[str]:
-    name = f"parley_soak_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield admin.rsplit("/", 1)[0] + "/" + name
-    finally:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
-@contextlib.asynccontextmanager
 async def running(
     workdir: Path, kafka: str, admin: str, topology: Topology, rate: float, **settings: str
 ) -> AsyncIterator[tuple[Deployment, Traffic]]:
     prefix = f"soak{uuid.uuid4().hex[:8]}"
     try:
         async with (
-            fresh_database(admin) as db,
+            fresh_database(admin, kind="parley_soak") as db,
             deployment(workdir, kafka, db, prefix, **settings) as dep,
         ):
             await dep.create_rooms(topology.room_members())
