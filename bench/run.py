@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from tests.topics import drop_topics
 
 from bench import flood, parley_only, scenarios
 from bench.scenarios import FULL, QUICK
@@ -92,6 +93,7 @@ def raise_fd_limit() -> int:
 
 
 def services() -> tuple[str, str]:
+    """(Kafka bootstrap, PostgreSQL admin URL) of `make services` (started or reused)."""
     out = subprocess.run(
         ["bash", str(ROOT / "scripts/services.sh"), "start"],
         check=True,
@@ -135,25 +137,6 @@ async def fresh_database(admin_url: str, kind: str = "bench") -> AsyncIterator[s
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
-
-
-def delete_topics(kafka: str, prefixes: list[str]) -> int:
-    """Remove the topics this run created (and only those) from the shared broker."""
-    from confluent_kafka.admin import AdminClient
-
-    if not prefixes:
-        return 0
-    admin = AdminClient({"bootstrap.servers": kafka})
-    names = [
-        t
-        for t in admin.list_topics(timeout=10).topics
-        if any(t == p or t.startswith(p + ".") for p in prefixes)
-    ]
-    if names:
-        for fut in admin.delete_topics(names, operation_timeout=30).values():
-            with contextlib.suppress(Exception):
-                fut.result(30)
-    return len(names)
 
 
 def machine() -> dict[str, Any]:
@@ -334,7 +317,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if redis_port is not None:
             await asyncio.to_thread(redis_stop, redis_port)
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(delete_topics, kafka, env.topic_prefixes)
+            await asyncio.to_thread(drop_topics, kafka, [p + "." for p in env.topic_prefixes])
     results["total_seconds"] = time.monotonic() - t_start
     return results
 

@@ -132,8 +132,8 @@ def test_a_window_held_while_the_store_lagged_shrinks_when_it_catches_up() -> No
 
 
 def test_the_idempotency_map_holds_nothing_the_garbage_collector_tracks() -> None:
-    """A node keeps one pair per message of the window (~900,000 in the soak); as
-    objects they made each full collection stop the loop for about a second."""
+    """A node keeps one pair per message of the window (over a million in the soak);
+    as objects they made each full collection stop the loop for about a second."""
     import gc
 
     logs = RoomLogs(window_size=10)
@@ -144,3 +144,36 @@ def test_the_idempotency_map_holds_nothing_the_garbage_collector_tracks() -> Non
     assert state is not None and len(state.seen) == 1000
     assert not any(gc.is_tracked(k) or gc.is_tracked(v) for k, v in state.seen.items())
     assert state.first("u3", "c3") == msg(3, sender="u3").ack()
+
+
+def test_a_pair_costs_about_200_bytes() -> None:
+    """The map's size is what the soak's memory is made of: a tuple key and an
+    (id, seq, ts) tuple held about 400 bytes a pair with the strings each record
+    decodes to, and a 24-hour window of them was gigabytes."""
+    import tracemalloc
+
+    logs = RoomLogs(window_size=10)
+    logs.set_persisted({3: 10**9})  # the window stays at 10 messages
+    n_pairs = 50_000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(n_pairs):  # fresh strings per record, as decoding makes them
+            sender, client_id = f"user.{n % 50}", f"{n:08x}-0000-4000-8000-{n:012x}"
+            logs.add(ChatMessage("r", f"3-{n}", n, sender, "", 1_790_000_000_000, client_id), 3)
+        per_pair = (tracemalloc.get_traced_memory()[0] - before) / n_pairs
+    finally:
+        tracemalloc.stop()
+    assert per_pair < 260, per_pair
+
+
+def test_the_first_send_comes_back_exactly_from_its_packed_form() -> None:
+    logs = RoomLogs(window_size=10)
+    far = ChatMessage("r", "70000-123456789012", 123456789012, "bob", "", (1 << 44) - 1, "x\0y")
+    assert logs.add(far, 70000) == (far.ack(), True)
+    state = logs.get("r")
+    assert state is not None
+    assert state.first("bob", "x\0y") == far.ack()
+    assert state.first("bob\0x", "y") is None  # any sender, whatever it holds
+    assert state.first("bo", "b\0x\0y") is None
+    assert state.first("bob", "x") is None

@@ -106,6 +106,9 @@ class Node:
         self._read_pos: dict[int, int] = {}
         self.caught_up = asyncio.Event()
         self.draining = False  # SIGTERM: /readyz answers 503 so balancers move away
+        # WebSocket handlers running, from the upgrade on: stop() waits for each
+        # to close (a session still opening is not in the hub yet).
+        self.websockets = 0
         self.loop_lag_s = 0.0
         self._c_sent = metrics.counter("parley_messages_sent_total", "sends produced to the log")
         self._c_read = metrics.counter(
@@ -195,7 +198,7 @@ class Node:
         # elsewhere), not a dropped connection; a peer that does not answer
         # is aborted by its connection after 5 s.
         for _ in range(120):
-            if not self.hub.all_sessions():
+            if not self.hub.all_sessions() and not self.websockets:
                 break
             await asyncio.sleep(0.05)
         # Tell the others at once that this node's users are gone.

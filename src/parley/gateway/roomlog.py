@@ -18,14 +18,27 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from parley.protocol.messages import Ack, ChatMessage
+from parley.protocol.messages import TS_BITS, Ack, ChatMessage, message_id
 
-PairKey = tuple[str, str]  # (sender, client_id)
-# (id, seq, ts_ms) of a pair's first message. A tuple of atoms, not an Ack: the
-# garbage collector stops tracking such tuples, and a node holds one per
-# message of the idempotency window (~900,000 at 1,400 msgs/s over 10 min),
-# which as objects made each full collection pause the loop for about a second.
-FirstSend = tuple[str, int, int]
+# The idempotency map holds one pair per message of its window on every node
+# (over a million in the soak), so a pair is two atoms: a str key and an int.
+# Atoms are never tracked by the garbage collector (as objects, each full
+# collection over them paused the loop for about a second), and the pair costs
+# about 170 bytes instead of the 400 of a tuple key and an (id, seq, ts) tuple.
+#   key:   the sender's length, then sender and client_id: exact for any strings.
+#   value: seq << 68 | partition << 44 | ts_ms (the id is partition-seq).
+PARTITION_BITS = 24  # Kafka tops out long before 16 million partitions
+TS_MASK = (1 << TS_BITS) - 1
+PARTITION_MASK = (1 << PARTITION_BITS) - 1
+SEQ_SHIFT = TS_BITS + PARTITION_BITS
+
+
+def pair_key(sender: str, client_id: str) -> str:
+    return f"{len(sender)}:{sender}{client_id}"
+
+
+def pack_first(partition: int, seq: int, ts_ms: int) -> int:
+    return seq << SEQ_SHIFT | partition << TS_BITS | ts_ms
 
 
 @dataclass(slots=True)
@@ -34,13 +47,16 @@ class RoomLog:
     partition: int = 0
     head: int = -1
     window: deque[ChatMessage] = field(default_factory=deque)
-    seen: dict[PairKey, FirstSend] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)  # pair_key -> pack_first
     name: str = ""
 
     def first(self, sender: str, client_id: str) -> Ack | None:
         """The ack of the first message read for this (sender, client_id), if any."""
-        got = self.seen.get((sender, client_id))
-        return None if got is None else Ack(self.name, client_id, *got)
+        got = self.seen.get(pair_key(sender, client_id))
+        if got is None:
+            return None
+        seq, partition = got >> SEQ_SHIFT, got >> TS_BITS & PARTITION_MASK
+        return Ack(self.name, client_id, message_id(partition, seq), seq, got & TS_MASK)
 
     def after(self, seq: int) -> list[ChatMessage]:
         """Window messages with seq > `seq`, oldest first."""
@@ -127,7 +143,7 @@ class RoomLogs:
         state.head = msg.seq
         if first is not None:
             return first, False
-        state.seen[(msg.sender, msg.client_id)] = (msg.id, msg.seq, msg.ts_ms)
+        state.seen[pair_key(msg.sender, msg.client_id)] = pack_first(partition, msg.seq, msg.ts_ms)
         ack = msg.ack()
         self.pairs += 1
         state.window.append(msg)
@@ -144,8 +160,8 @@ class RoomLogs:
         removed = 0
         for state in self._rooms.values():
             stale = []
-            for k, (_id, _seq, ts_ms) in state.seen.items():
-                if ts_ms >= older_than_ms:
+            for k, first in state.seen.items():
+                if first & TS_MASK >= older_than_ms:
                     break
                 stale.append(k)
             for k in stale:

@@ -142,6 +142,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return error_response(400, "bad_request", "device must be at most 64 chars")
     if not node.addresses.open(address):
         return error_response(429, "rate_limited", "too many open connections from this address")
+    node.websockets += 1
     try:
         # aiohttp refuses a message whose size equals max_msg_size; PROTOCOL closes
         # only one *over* 64 KiB, so the limit given is one byte more.
@@ -156,6 +157,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await connection.run(room, since)
         return ws
     finally:
+        node.websockets -= 1
         node.addresses.close(address)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from parley.log.base import LogRecord, TopicSpec
-from parley.protocol.messages import ChatMessage, message_id
+from parley.protocol.messages import TS_BITS, ChatMessage, message_id
 
 
 def messages_topic(prefix: str) -> str:
@@ -57,6 +57,7 @@ def decode_message(record: LogRecord) -> ChatMessage | None:
         and isinstance(body, str)
         and isinstance(client_id, str)
         and isinstance(ts, int)
+        and 0 <= ts < 1 << TS_BITS
         and room
     ):
         return None  # not written by Parley: skipped by every reader alike

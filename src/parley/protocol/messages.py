@@ -21,6 +21,11 @@ def format_ts(ts_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
 
 
+# A message's ts_ms fits in this many bits (ms since 1970 until the year 2527):
+# records outside are not Parley's, and gateways pack ts_ms in an int with it.
+TS_BITS = 44
+
+
 def message_id(partition: int, offset: int) -> str:
     """A message id derived from its place in the log: unique, stable across re-reads."""
     return f"{partition}-{offset}"
