@@ -78,6 +78,7 @@ class Traffic:
         self._generator: asyncio.Task[None] | None = None
         self.t0 = 0.0
         self.marks: list[tuple[str, float]] = []
+        self._rebase = False
         self.window = window
 
     def mark(self, name: str) -> float:
@@ -123,12 +124,20 @@ class Traffic:
                     while c.backlog() < 2 * self.window:
                         self._new_message(c)
                 await asyncio.sleep(0.01)
+        base, self._rebase = self.sent(), False
         while True:
-            due = began + self.sent() / self.rate
+            if self._rebase:  # a new rate: its schedule starts now
+                began, base, self._rebase = time.monotonic(), self.sent(), False
+            due = began + (self.sent() - base) / self.rate
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             self._new_message(self._rng.choice(self.clients))
+
+    def set_rate(self, rate: float) -> None:
+        """Pace at `rate` msgs/s from now on (a traffic started paced, rate > 0)."""
+        assert rate > 0 and self.rate > 0
+        self.rate, self._rebase = rate, True
 
     async def run_for(self, seconds: float) -> None:
         """Let the traffic flow for a while (the scenario's duration, not a wait for an event)."""

@@ -109,6 +109,12 @@ class Connection:
         except Exception:
             # The peer did not answer the close in time (it stopped reading):
             # drop the connection rather than keep its buffers.
+            logger.info(
+                "session %s of %s: no answer to close %d within 5 s; connection dropped",
+                self.session.id,
+                self.session.user,
+                code,
+            )
             self._transport.abort()
 
     # Errors -------------------------------------------------------------------

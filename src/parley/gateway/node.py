@@ -201,6 +201,12 @@ class Node:
             if not self.hub.all_sessions() and not self.websockets:
                 break
             await asyncio.sleep(0.05)
+        else:
+            logger.warning(
+                "%d sessions (%d connections) still open after the drain's close; dropped",
+                len(self.hub.all_sessions()),
+                self.websockets,
+            )
         # Tell the others at once that this node's users are gone.
         self._produce_event(Event("heartbeat", node=self.node_id))
         for task in self._tasks:
