@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from bench.soak import ProcSample, Sample, judge
+import asyncio
+from array import array
+
+from bench.soak import ProcSample, Sample, judge, percentiles
+
+from bench import soak
 
 
 def run(rss: list[float], fds: int = 50, p99: float = 40.0) -> list[Sample]:
@@ -39,3 +44,15 @@ def test_growth_in_the_steady_part_is_a_failure() -> None:
 
 def test_a_run_too_short_for_two_windows_and_six_minutes_is_not_judged() -> None:
     assert judge(run([100.0] * 16), window_min=5).judged_from is None
+
+
+def test_percentiles_are_taken_in_another_process_from_seconds_to_ms() -> None:
+    waits = array("d", [i / 1000 for i in range(1, 1001)])  # 1..1000 ms, shuffled below
+    waits = array("d", sorted(waits, key=lambda v: (v * 7919) % 1))
+    try:
+        assert asyncio.run(percentiles(waits, (0.5, 0.99))) == [501.0, 991.0]
+        assert asyncio.run(percentiles(array("d"), (0.5,))) == [0.0]
+    finally:  # the sorting process is the test's to stop
+        if soak._SORTER is not None:
+            soak._SORTER.shutdown()
+            soak._SORTER = None
