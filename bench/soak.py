@@ -132,6 +132,26 @@ async def percentiles(values: array[float], qs: Sequence[float]) -> list[float]:
     return await loop.run_in_executor(_SORTER, _percentiles, values.tobytes(), tuple(qs))
 
 
+@dataclass
+class Window:
+    acked: int  # acks received in the window
+    ack_ms: list[float]  # ack wait percentiles
+    delivery_ms: list[float]  # delivery latency percentiles
+
+
+async def window(traffic: Traffic, start: float, end: float, qs: Sequence[float]) -> Window:
+    """The acks and deliveries that arrived between start and end (monotonic
+    seconds), and their percentiles qs."""
+    stats = traffic.stats
+    lo, hi = stats.between(stats.ack_at, start, end)
+    dlo, dhi = stats.between(stats.delivery_at, start, end)
+    return Window(
+        acked=hi - lo,
+        ack_ms=await percentiles(stats.ack_wait[lo:hi], qs),
+        delivery_ms=await percentiles(stats.delivery_wait[dlo:dhi], qs),
+    )
+
+
 async def _metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
     try:
         async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
@@ -155,27 +175,21 @@ def _pids(dep: Deployment) -> dict[str, int]:
 async def take_sample(
     minute: int, dep: Deployment, traffic: Traffic, start: float, end: float
 ) -> Sample:
-    stats = traffic.stats
-    lo, hi = stats.between(stats.ack_at, start, end)
-    acks = stats.ack_wait[lo:hi]
-    lo, hi = stats.between(stats.delivery_at, start, end)
-    deliveries = stats.delivery_wait[lo:hi]
     pairs = {
         g.node_id: await _metric(dep.http, f"{g.url}/metrics", "parley_idempotency_pairs")
         for g in dep.gateways
     }
-    ack_p50, ack_p99 = await percentiles(acks, (0.5, 0.99))
-    delivery_p50, delivery_p99 = await percentiles(deliveries, (0.5, 0.99))
+    w = await window(traffic, start, end, (0.5, 0.99))
     return Sample(
         minute=minute,
-        acked=len(acks),
-        rate=round(len(acks) / (end - start), 1),
+        acked=w.acked,
+        rate=round(w.acked / (end - start), 1),
         procs={name: proc_sample(pid) for name, pid in _pids(dep).items()},
         pairs=pairs,
-        ack_p50_ms=ack_p50,
-        ack_p99_ms=ack_p99,
-        delivery_p50_ms=delivery_p50,
-        delivery_p99_ms=delivery_p99,
+        ack_p50_ms=w.ack_ms[0],
+        ack_p99_ms=w.ack_ms[1],
+        delivery_p50_ms=w.delivery_ms[0],
+        delivery_p99_ms=w.delivery_ms[1],
         load1=os.getloadavg()[0],
     )
 
@@ -267,22 +281,17 @@ async def probe_max(
     rate = PROBE_FROM
     async with running(workdir, kafka, admin, topology, rate) as (dep, traffic):
         await asyncio.sleep(5)  # warm up: connections, caches, batches
-        stats = traffic.stats
         while True:
             traffic.set_rate(rate)
             began = time.monotonic()
             await asyncio.sleep(step_s)
             start, end = began + step_s / 4, time.monotonic()
-            lo, hi = stats.between(stats.ack_at, start, end)
-            acks = stats.ack_wait[lo:hi]
-            dlo, dhi = stats.between(stats.delivery_at, start, end)
-            (ack_p99,) = await percentiles(acks, (0.99,))
-            (delivery_p99,) = await percentiles(stats.delivery_wait[dlo:dhi], (0.99,))
+            w = await window(traffic, start, end, (0.99,))
             step = ProbeStep(
                 offered=rate,
-                acked=round(len(acks) / (end - start), 1),
-                ack_p99_ms=ack_p99,
-                delivery_p99_ms=delivery_p99,
+                acked=round(w.acked / (end - start), 1),
+                ack_p99_ms=w.ack_ms[0],
+                delivery_p99_ms=w.delivery_ms[0],
             )
             steps.append(step)
             print(f"soak probe: {json.dumps(asdict(step))}", flush=True)
