@@ -76,6 +76,7 @@ class Settings:
     presence_max_room: int = 500
     kafka_timeout_ms: int = 15000
     log_level: str = "INFO"
+    event_loop: str = "uvloop"  # or "asyncio" (the standard library's)
 
 
 KNOWN_WORKERS = ("persist", "notify", "analytics")
@@ -245,6 +246,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = Tru
         raise ConfigError(
             f"PARLEY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}"
         )
+
+    s.event_loop = (env.get("PARLEY_EVENT_LOOP") or s.event_loop).lower()
+    if s.event_loop not in ("uvloop", "asyncio"):
+        raise ConfigError(f"PARLEY_EVENT_LOOP must be uvloop or asyncio, got {s.event_loop!r}")
 
     s.jwt_secret = env.get("PARLEY_JWT_SECRET") or None
     if s.jwt_secret is None and s.dev:

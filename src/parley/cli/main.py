@@ -15,8 +15,8 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -137,6 +137,24 @@ async def _wait_for_signal() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def run_loop(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
+    """Run the process's one event loop: uvloop unless PARLEY_EVENT_LOOP=asyncio.
+
+    A gateway spends about half its time in the loop itself when connections
+    arrive (accepting, making transports, reading, writing): uvloop does that
+    in C, the standard loop in Python (bench/analysis.md has the figures).
+    """
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # a platform without it (Windows): the standard loop
+            logging.getLogger(__name__).info("uvloop is not installed: the asyncio loop runs")
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 async def serve(settings: Settings) -> None:
@@ -315,9 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(env)
         _setup_logging(settings)
         if args.command == "serve":
-            asyncio.run(serve(settings))
+            run_loop(settings, serve(settings))
         else:
-            asyncio.run(worker(settings, args.name))
+            run_loop(settings, worker(settings, args.name))
         return 0
     except (ConfigError, StartupError) as exc:
         print(f"parley: error: {exc}", file=sys.stderr)

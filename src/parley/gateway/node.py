@@ -582,7 +582,11 @@ class Node:
             else:
                 messages, has_more = await self.page(room, None, 50)
             head = max(self._room_log(room).head, messages[-1].seq if messages else -1)
-            if head < 0:
+            if head < 0 and since is not None:
+                # A resume may find nothing after `since` in a room whose last
+                # message this node never read. An empty newest page says
+                # already that the store has nothing below the window, and the
+                # window nothing: an empty room costs no second query.
                 head = await self.store.head(room)
         except StoreUnavailable:
             self.hub.leave(session, room)
