@@ -11,8 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
+from jwt.algorithms import Algorithm
 
 from parley.protocol.names import is_user_id
 
@@ -47,13 +49,49 @@ class VerifierConfig:
 CHECKED_CACHE = 10_000  # verified tokens kept (cleared when full)
 
 
+class _KeyedAlgorithm(Algorithm):
+    """One accepted algorithm bound to its key, which is loaded and checked once.
+
+    PyJWT prepares the key it is given again for every token (for HMAC it
+    tries the secret as PEM, DER and JSON, a guard against algorithm
+    confusion): a twentieth of a gateway's CPU in a connection storm. The
+    same guard runs here, once, when the verifier is made. Bound to its key,
+    the algorithm also lets one decode call pick the key by the token's
+    `alg`, among the accepted ones only.
+    """
+
+    def __init__(self, inner: Algorithm, key: str) -> None:
+        self._inner = inner
+        self._key = inner.prepare_key(key)
+
+    def prepare_key(self, key: object) -> object:
+        return self._key
+
+    def sign(self, msg: bytes, key: object) -> bytes:
+        raise NotImplementedError("a verifier does not sign")
+
+    def verify(self, msg: bytes, key: object, sig: bytes) -> bool:
+        return self._inner.verify(msg, self._key, sig)
+
+    def check_key_length(self, key: object) -> str | None:
+        return self._inner.check_key_length(self._key)
+
+    @staticmethod
+    def to_jwk(key_obj: object, as_dict: bool = False) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def from_jwk(jwk: object) -> object:
+        raise NotImplementedError
+
+
 class TokenVerifier:
     """Checks signature, `exp`, `nbf`, and `iss`/`aud` when configured."""
 
     def __init__(self, config: VerifierConfig, clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._clock = clock
-        self._keys: dict[str, object] = {}
+        self._keys: dict[str, str] = {}
         self._checked: dict[str, tuple[Identity, float | None]] = {}
         for alg in config.algorithms:
             if alg in HMAC_ALGORITHMS:
@@ -66,6 +104,14 @@ class TokenVerifier:
                 self._keys[alg] = config.public_key
             else:
                 raise ValueError(f"algorithm {alg!r} is not supported")
+        # A PyJWT of our own that knows only the accepted algorithms, each with its key.
+        self._jwt = jwt.PyJWT()
+        jws = self._jwt._jws
+        for alg in jws.get_algorithms():
+            jws.unregister_algorithm(alg)
+        for alg, key in self._keys.items():
+            jws.register_algorithm(alg, _KeyedAlgorithm(jwt.get_algorithm_by_name(alg), key))
+        self._algorithms = list(self._keys)
 
     def verify(self, token: str | None) -> Identity:
         if not token:
@@ -88,15 +134,10 @@ class TokenVerifier:
 
     def _check(self, token: str) -> tuple[Identity, float | None]:
         """Signature and claims, once per token string (a reconnect storm reuses tokens)."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise InvalidToken("malformed token") from None
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self._keys:
-            raise InvalidToken("token algorithm not accepted")
-        # Signature, iss and aud by PyJWT; exp and nbf against the injected clock
-        # (PyJWT only knows the wall clock). aud is checked only when configured.
+        # The token's `alg` picks its key among the accepted algorithms only (its
+        # key is bound to it); signature, iss and aud by PyJWT; exp and nbf
+        # against the injected clock (PyJWT only knows the wall clock). aud is
+        # checked only when configured.
         options: dict[str, object] = {
             "require": ["exp", "sub"],
             "verify_iat": False,
@@ -105,20 +146,24 @@ class TokenVerifier:
             "verify_aud": self._config.audience is not None,
         }
         try:
-            claims = jwt.decode(
+            claims = self._jwt.decode(
                 token,
-                self._keys[alg],  # type: ignore[arg-type]
-                algorithms=[alg],
+                "",  # each algorithm holds its own key
+                algorithms=self._algorithms,
                 issuer=self._config.issuer,
                 audience=self._config.audience,
                 options=options,  # type: ignore[arg-type]
             )
+        except jwt.InvalidAlgorithmError:
+            raise InvalidToken("token algorithm not accepted") from None
         except jwt.InvalidAudienceError:
             raise InvalidToken("token audience not accepted") from None
         except jwt.InvalidIssuerError:
             raise InvalidToken("token issuer not accepted") from None
         except jwt.InvalidSignatureError:
             raise InvalidToken("token signature invalid") from None
+        except jwt.DecodeError:
+            raise InvalidToken("malformed token") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
         exp, nbf = claims.get("exp"), claims.get("nbf")

@@ -146,14 +146,17 @@ def run_loop(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
     arrive (accepting, making transports, reading, writing): uvloop does that
     in C, the standard loop in Python (bench/analysis.md has the figures).
     """
+    logger = logging.getLogger(__name__)
     if settings.event_loop == "uvloop":
         try:
             import uvloop
         except ImportError:  # a platform without it (Windows): the standard loop
-            logging.getLogger(__name__).info("uvloop is not installed: the asyncio loop runs")
+            logger.info("uvloop is not installed: the asyncio loop runs")
         else:
+            logger.debug("event loop: uvloop")
             uvloop.run(main)
             return
+    logger.debug("event loop: asyncio")
     asyncio.run(main)
 
 
