@@ -60,6 +60,19 @@ FLOOD_SECONDS = 10
 
 
 class Connection:
+    __slots__ = (
+        "_close_task",
+        "_errors",
+        "_flood_seconds",
+        "_refused_in_second",
+        "_refused_second",
+        "_transport",
+        "address",
+        "node",
+        "session",
+        "ws",
+    )
+
     def __init__(
         self,
         node: Node,

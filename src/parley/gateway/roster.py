@@ -3,8 +3,9 @@
 `Presence` (presence.py) decides who is online cluster-wide; the roster knows
 which local users share a room with whom, and sends the `presence` frames.
 One announcer task works through the changes in order, so a client never
-sees an old status after a newer one; a user's rooms are cached, so a
-reconnect storm costs each node one query per user rather than per event.
+sees an old status after a newer one. A local user's rooms are known; a
+remote user's are cached, so a reconnect storm costs each node one query per
+user rather than per event.
 
 Presence travels only through rooms of at most `max_room` members (DMs
 always): in a room of N members, N joins would cost N² frames, which is why
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 
 from parley.gateway.hub import Hub
 from parley.gateway.membership import Membership
@@ -45,9 +47,6 @@ class Roster:
         self._user_rooms.setdefault(user, set())
         for room in rooms:
             self.joined(user, room)
-        # The session just read the user's rooms: announcing its arrival needs
-        # no second query (a join storm would make one per connection).
-        self._rooms_cache[user] = (time.monotonic(), frozenset(rooms))
 
     def remove_user(self, user: str) -> None:
         for room in list(self._user_rooms.pop(user, ())):
@@ -89,7 +88,13 @@ class Roster:
             except Exception:
                 logger.exception("presence of %s not announced", user)
 
-    async def _rooms_of(self, user: str) -> frozenset[str]:
+    async def _rooms_of(self, user: str) -> Collection[str]:
+        local = self._user_rooms.get(user)
+        if local is not None:
+            # A user connected here: their rooms are known and kept current
+            # (joined, left), so announcing their arrival costs no query (a
+            # join storm would make one per connection) and no cache entry.
+            return tuple(local)
         cached = self._rooms_cache.get(user)
         now = time.monotonic()
         if cached is not None and now - cached[0] < ROOMS_CACHE_S:
