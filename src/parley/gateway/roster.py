@@ -49,8 +49,14 @@ class Roster:
             self.joined(user, room)
 
     def remove_user(self, user: str) -> None:
-        for room in list(self._user_rooms.pop(user, ())):
+        rooms = self._user_rooms.pop(user, None)
+        if rooms is None:
+            return
+        for room in rooms:
             self._drop(user, room)
+        # Announcing the departure needs these rooms again: kept like a
+        # remote user's, so a disconnect storm costs no query per user either.
+        self._rooms_cache[user] = (time.monotonic(), frozenset(rooms))
 
     def joined(self, user: str, room: str) -> None:
         """A membership change: only users connected here are tracked."""
