@@ -35,8 +35,16 @@ async def test_sigterm_drains_sends_in_flight_then_closes_with_1001(two_nodes: C
     assert await alice.wait_closed() == 1001
     answered = [f for f in alice.frames if f.get("type") in ("ack", "error")]
     acked = {f["client_id"]: f for f in answered if f["type"] == "ack"}
-    # Every send the node read got its answer before the close; none was lost.
-    assert len(acked) == len({f["ref"] for f in answered}), answered[:3]
+    refused = [f for f in answered if f["type"] == "error"]
+    # Every send the node read got one answer before the close: an ack if it
+    # was produced before the drain began, else "server going away" (it was
+    # not produced; the client retries it elsewhere). How many were read
+    # before SIGTERM is up to the scheduler.
+    read = sorted(int(f["ref"][1:]) for f in answered)
+    assert read == list(range(len(read))), read[:10]
+    assert all(f["code"] == "internal" and "going away" in f["message"] for f in refused), refused
+    if acked and refused:
+        assert max(int(c[1:]) for c in acked) < min(int(f["ref"][1:]) for f in refused)
     assert "drained in" in two_nodes.nodes[0].output()
     # The client resumes on the other node: every ack is there once, in order.
     await bob.drain(1.0)

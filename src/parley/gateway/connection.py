@@ -91,7 +91,7 @@ class Connection:
             transport, node.flusher, node.settings.session_queue_bytes, self._on_overflow
         )
         self.session = Session(new_session_id(), user, device, writer, self.request_close)
-        self._errors: list[float] = []
+        self._errors: list[float] | None = None  # made at the first error
         self._refused_second = 0  # the whole monotonic second of the last refusal
         self._refused_in_second = 0  # refusals within it
         self._flood_seconds = 0  # flooding seconds in a row before it
@@ -137,7 +137,7 @@ class Connection:
         if code not in _BUDGETED:
             return
         now = time.monotonic()
-        self._errors = [t for t in self._errors if now - t < ERROR_WINDOW_S]
+        self._errors = [t for t in self._errors or () if now - t < ERROR_WINDOW_S]
         self._errors.append(now)
         if len(self._errors) > ERROR_BUDGET:
             self.request_close(CloseCode.POLICY, "too many errors")

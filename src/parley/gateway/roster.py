@@ -36,7 +36,9 @@ class Roster:
         self._hub = hub
         self._membership = membership
         self._max_room = max_room
-        self._user_rooms: dict[str, set[str]] = {}  # local users -> their rooms
+        # Local users -> their rooms, as a tuple: a user is in a few rooms, and a
+        # set costs 216 bytes per connected user even for one room (a tuple, 48).
+        self._user_rooms: dict[str, tuple[str, ...]] = {}
         self._room_users: dict[str, set[str]] = {}  # room -> its local users
         self._rooms_cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._changes: asyncio.Queue[Change] = asyncio.Queue()
@@ -44,9 +46,11 @@ class Roster:
     # Local users ------------------------------------------------------------------
 
     def add_user(self, user: str, rooms: list[str]) -> None:
-        self._user_rooms.setdefault(user, set())
+        self._rooms_cache.pop(user, None)
+        known = self._user_rooms.get(user, ())
+        self._user_rooms[user] = (*known, *(r for r in dict.fromkeys(rooms) if r not in known))
         for room in rooms:
-            self.joined(user, room)
+            self._room_users.setdefault(room, set()).add(user)
 
     def remove_user(self, user: str) -> None:
         rooms = self._user_rooms.pop(user, None)
@@ -63,14 +67,15 @@ class Roster:
         self._rooms_cache.pop(user, None)
         rooms = self._user_rooms.get(user)
         if rooms is not None:
-            rooms.add(room)
+            if room not in rooms:
+                self._user_rooms[user] = (*rooms, room)
             self._room_users.setdefault(room, set()).add(user)
 
     def left(self, user: str, room: str) -> None:
         self._rooms_cache.pop(user, None)
         rooms = self._user_rooms.get(user)
         if rooms is not None:
-            rooms.discard(room)
+            self._user_rooms[user] = tuple(r for r in rooms if r != room)
             self._drop(user, room)
 
     def _drop(self, user: str, room: str) -> None:
@@ -100,7 +105,7 @@ class Roster:
             # A user connected here: their rooms are known and kept current
             # (joined, left), so announcing their arrival costs no query (a
             # join storm would make one per connection) and no cache entry.
-            return tuple(local)
+            return local
         cached = self._rooms_cache.get(user)
         now = time.monotonic()
         if cached is not None and now - cached[0] < ROOMS_CACHE_S:

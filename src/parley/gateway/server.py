@@ -12,7 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -58,40 +59,62 @@ def bearer(request: web.Request) -> str | None:
     return None
 
 
+# The middlewares are plain functions that return the next handler's
+# awaitable rather than coroutines that await it: a WebSocket handler runs for
+# the connection's whole life, and every coroutine frame above it would stay
+# alive as long (about 300 bytes each, per connection). The socket handler
+# answers its own errors (see `websocket`).
+
+
 @web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> StreamResponse:
+def errors_middleware(request: web.Request, handler: Handler) -> Awaitable[StreamResponse]:
+    if request.path == "/ws":
+        return handler(request)
+    return _answer_errors(request, handler)
+
+
+async def _answer_errors(request: web.Request, handler: Handler) -> StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
+    except Exception as exc:
+        return error_answer(request, exc)
+
+
+def error_answer(request: web.Request, exc: Exception) -> StreamResponse:
+    """The JSON answer to what a handler let through; a redirect (3xx) goes on up."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message)
-    except (StoreUnavailable, LogUnavailable):
+    if isinstance(exc, StoreUnavailable | LogUnavailable):
         return error_response(503, "internal", "the database or the log is unavailable; retry")
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         code = {401: "unauthorized", 404: "not_found", 409: "conflict", 429: "rate_limited"}.get(
             exc.status, "bad_request" if exc.status < 500 else "internal"
         )
         if exc.status == 413:
             code = "too_large"
         return error_response(exc.status, code, exc.reason)
-    except ConnectionResetError:
+    if isinstance(exc, ConnectionResetError):
         # The client left mid-request: nobody to answer, and not a server fault.
         logger.debug("%s %s: client gone mid-request", request.method, request.path)
         return web.Response(status=400)
-    except Exception:
-        logger.exception("%s %s failed", request.method, request.path)
-        return error_response(500, "internal", "internal error")
+    logger.error("%s %s failed", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal", "internal error")
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> StreamResponse:
+def auth_middleware(request: web.Request, handler: Handler) -> Awaitable[StreamResponse]:
     if request.path.startswith("/api/") and request.path not in _PUBLIC:
         try:
             request["identity"] = request.app[VERIFIER].verify(bearer(request))
         except InvalidToken as exc:
-            return error_response(401, "unauthorized", str(exc))
-    return await handler(request)
+            return _ready(error_response(401, "unauthorized", str(exc)))
+    return handler(request)
+
+
+async def _ready(response: StreamResponse) -> StreamResponse:
+    return response
 
 
 def origin_allowed(request: web.Request, allowed: tuple[str, ...] | None) -> bool:
@@ -105,60 +128,95 @@ def origin_allowed(request: web.Request, allowed: tuple[str, ...] | None) -> boo
     return origin in allowed or origin.split("://", 1)[-1] == request.host
 
 
+class SocketQuery(NamedTuple):
+    token: str | None
+    room: str | None
+    receiver: str | None
+    since: str | None
+    device: str | None
+
+
+def socket_query(request: web.Request) -> SocketQuery:
+    """The /ws query, parsed without keeping the parse.
+
+    `request.query` is cached on the request's URL, which lives as long as the
+    connection: about 600 bytes per connection for a query read once. The
+    first of repeated parameters counts, as with `request.query.get`.
+    """
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True):
+        params.setdefault(name, value)
+    return SocketQuery(
+        params.get("token"),
+        params.get("room") or None,
+        params.get("receiver") or params.get("receiverId") or None,
+        params.get("since") or None,
+        params.get("device") or None,
+    )
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE]
-    settings = node.settings
-    if not origin_allowed(request, settings.allowed_origins):
-        return error_response(403, "forbidden", "this origin may not connect")
-    if node.draining:
-        # The listener is closed, but a handshake may still arrive on a
-        # connection accepted before: the client should go to another node.
-        return error_response(503, "internal", "server going away; connect to another node")
-    address = client_address(request)
-    if not node.addresses.allow_handshake(address):
-        return error_response(429, "rate_limited", "too many connection attempts; retry later")
+    """The socket's whole life; it answers its own errors (see errors_middleware)."""
     try:
-        identity = request.app[VERIFIER].verify(request.query.get("token") or bearer(request))
-    except InvalidToken as exc:
-        return error_response(401, "unauthorized", str(exc))
-    if not node.user_handshakes.allow(identity.user):
-        return error_response(429, "rate_limited", "too many connection attempts for this user")
-    if len(tuple(node.hub.sessions_of(identity.user))) >= settings.max_connections_per_user:
-        return error_response(429, "rate_limited", "too many open connections for this user")
-    room = request.query.get("room") or None
-    receiver = request.query.get("receiver") or request.query.get("receiverId") or None
-    if receiver is not None:
-        room = dm_room(identity.user, receiver) if is_user_id(receiver) else f"dm:{receiver}"
-    since: int | None = None
-    if request.query.get("since"):
+        node = request.app[NODE]
+        settings = node.settings
+        if not origin_allowed(request, settings.allowed_origins):
+            return error_response(403, "forbidden", "this origin may not connect")
+        if node.draining:
+            # The listener is closed, but a handshake may still arrive on a
+            # connection accepted before: the client should go to another node.
+            return error_response(503, "internal", "server going away; connect to another node")
+        address = client_address(request)
+        if not node.addresses.allow_handshake(address):
+            return error_response(429, "rate_limited", "too many connection attempts; retry later")
+        query = socket_query(request)
         try:
-            since = int(request.query["since"])
-        except ValueError:
-            return error_response(400, "bad_request", "since must be an integer")
-        if since < -1:
-            return error_response(400, "bad_request", "since must be >= -1")
-    device = request.query.get("device") or None
-    if device is not None and len(device) > 64:
-        return error_response(400, "bad_request", "device must be at most 64 chars")
-    if not node.addresses.open(address):
-        return error_response(429, "rate_limited", "too many open connections from this address")
-    node.websockets += 1
-    try:
-        # aiohttp refuses a message whose size equals max_msg_size; PROTOCOL closes
-        # only one *over* 64 KiB, so the limit given is one byte more.
-        ws = web.WebSocketResponse(
-            compress=False, max_msg_size=MAX_FRAME_BYTES + 1, heartbeat=20.0, timeout=5.0
-        )
-        await ws.prepare(request)
-        transport = request.transport
-        if transport is None:
+            identity = request.app[VERIFIER].verify(query.token or bearer(request))
+        except InvalidToken as exc:
+            return error_response(401, "unauthorized", str(exc))
+        if not node.user_handshakes.allow(identity.user):
+            return error_response(429, "rate_limited", "too many connection attempts for this user")
+        if len(tuple(node.hub.sessions_of(identity.user))) >= settings.max_connections_per_user:
+            return error_response(429, "rate_limited", "too many open connections for this user")
+        room = query.room
+        if query.receiver is not None:
+            receiver = query.receiver
+            room = dm_room(identity.user, receiver) if is_user_id(receiver) else f"dm:{receiver}"
+        since: int | None = None
+        if query.since is not None:
+            try:
+                since = int(query.since)
+            except ValueError:
+                return error_response(400, "bad_request", "since must be an integer")
+            if since < -1:
+                return error_response(400, "bad_request", "since must be >= -1")
+        device = query.device
+        if device is not None and len(device) > 64:
+            return error_response(400, "bad_request", "device must be at most 64 chars")
+        del query  # the token and the rest: this frame lives as long as the socket
+        if not node.addresses.open(address):
+            return error_response(
+                429, "rate_limited", "too many open connections from this address"
+            )
+        node.websockets += 1
+        try:
+            # aiohttp refuses a message whose size equals max_msg_size; PROTOCOL
+            # closes only one *over* 64 KiB, so the limit given is one byte more.
+            ws = web.WebSocketResponse(
+                compress=False, max_msg_size=MAX_FRAME_BYTES + 1, heartbeat=20.0, timeout=5.0
+            )
+            await ws.prepare(request)
+            transport = request.transport
+            if transport is None:
+                return ws
+            connection = Connection(node, ws, transport, identity.user, device, address)
+            await connection.run(room, since)
             return ws
-        connection = Connection(node, ws, transport, identity.user, device, address)
-        await connection.run(room, since)
-        return ws
-    finally:
-        node.websockets -= 1
-        node.addresses.close(address)
+        finally:
+            node.websockets -= 1
+            node.addresses.close(address)
+    except Exception as exc:
+        return error_answer(request, exc)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,0 +1,96 @@
+"""What one message to N sockets costs the kernel here, before any chat server.
+
+    .venv/bin/python -m bench.socket_fanout [--sockets 2500] [--rounds 20]
+
+The big-room scenario sends each message to 2,500 sockets per node. This probe
+does only that: one `send()` of a 100-byte frame to each of N loopback TCP
+sockets, from a plain Python loop, and reports the milliseconds per round.
+The receiving process either reads with epoll ("reading", as a load
+generator does) or is stopped ("stopped": no wake-up, no reader competing
+for the cores), so the second figure is the sender's own kernel cost.
+
+A send to one socket, again and again, is much cheaper than a send to each
+of many: the kernel's per-socket state is then in cache. The figure that
+bounds a fan-out is the one over distinct sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import socket
+import statistics
+import sys
+import time
+
+FRAME = b"\x81\x62" + b"x" * 98  # an unmasked 100-byte text frame
+
+
+def receiver(port: int, n: int, stop_self: bool, ready_w: int) -> None:
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    poller = select.epoll()
+    for conn in conns:
+        conn.setblocking(False)
+        poller.register(conn.fileno(), select.EPOLLIN)
+    os.write(ready_w, b"r")
+    if stop_self:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    while True:
+        for fd, _ in poller.poll():
+            if not os.read(fd, 65536):
+                os._exit(0)
+
+
+def one_mode(n: int, rounds: int, stop_receiver: bool) -> list[float]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4096)
+    port = listener.getsockname()[1]
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        receiver(port, n, stop_receiver, ready_w)
+    senders = [listener.accept()[0] for _ in range(n)]
+    for s in senders:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+    os.read(ready_r, 1)
+    time.sleep(0.5)
+    per_round: list[float] = []
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for s in senders:
+                s.send(FRAME)
+            per_round.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.05)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        for s in senders:
+            s.close()
+        listener.close()
+    return per_round
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sockets", type=int, default=2500)
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    for name, stop in (("reading", False), ("stopped", True)):
+        ms = one_mode(args.sockets, args.rounds, stop)
+        med = statistics.median(ms)
+        print(
+            f"receiver {name}: one send to each of {args.sockets} sockets: "
+            f"median {med:.1f} ms per round ({med * 1000 / args.sockets:.1f} µs per send), "
+            f"min {min(ms):.1f}, max {max(ms):.1f}",
+            flush=True,
+        )
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
