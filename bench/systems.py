@@ -113,9 +113,10 @@ class Parley(System):
             "parley",
             "parley",
             "Parley",
-            "`parley serve` nodes (aiohttp, default asyncio loop) on Kafka + PostgreSQL;"
-            " PARLEY_WORKERS=persist (the default: each node also runs the persistence"
-            " worker); PARLEY_RATE_LIMIT/PARLEY_RATE_BURST (per-user sends) and"
+            "`parley serve` nodes (aiohttp on uvloop, the default PARLEY_EVENT_LOOP) on"
+            " Kafka + PostgreSQL; PARLEY_WORKERS=persist (the default: each node also"
+            " runs the persistence worker); PARLEY_RATE_LIMIT/PARLEY_RATE_BURST (per-user"
+            " sends) and"
             " PARLEY_HANDSHAKE_RATE/PARLEY_HANDSHAKE_BURST (per-address handshakes) raised"
             " so that the load, not a limit meant for abuse, is measured; everything else"
             " default"
