@@ -735,3 +735,10 @@ async def test_every_rest_error_has_the_json_error_body(cluster: Cluster) -> Non
     status, body = await api.call("PATCH", f"/api/rooms/{room_id()}")
     assert status in (404, 405), body
     assert_error_body(body)
+    # The socket's route answers its own errors, in the same body.
+    status, body = await api.call("POST", "/ws")
+    assert status == 405, body
+    assert_error_body(body)
+    status, body = await api.call("GET", "/ws")  # a token, but no upgrade
+    assert status == 400, body
+    assert_error_body(body, "bad_request")

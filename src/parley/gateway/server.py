@@ -68,7 +68,7 @@ def bearer(request: web.Request) -> str | None:
 
 @web.middleware
 def errors_middleware(request: web.Request, handler: Handler) -> Awaitable[StreamResponse]:
-    if request.path == "/ws":
+    if request.match_info.handler is websocket:
         return handler(request)
     return _answer_errors(request, handler)
 
