@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -17,6 +18,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PY_SPY = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-spy"
@@ -177,7 +180,10 @@ class Proc:
             raise
         self.ready_at = time.monotonic()
         spy_dir = os.environ.get("BENCH_PYSPY_DIR")
-        if spy_dir and self.name.startswith(("bench-", "persist", "hist-")):
+        if spy_dir and not PY_SPY.exists():
+            # Not a reason to fail the scenario (and leave this process behind).
+            logger.warning("BENCH_PYSPY_DIR is set but %s is missing: no profile", PY_SPY)
+        elif spy_dir and self.name.startswith(("bench-", "persist", "hist-")):
             # py-spy (in Parley's .venv) samples the process until it stops: raw
             # collapsed stacks, one file per process start, for the report's analysis.
             out = Path(spy_dir) / f"{self.name}-{int(time.time())}.txt"
