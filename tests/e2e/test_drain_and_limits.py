@@ -9,6 +9,7 @@ limited by configuration (limits per address: test_address_limits.py).
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from tests.conftest import own_cluster
 from tests.harness import Cluster, token
+from tests.raw_ws import CLOSE, TEXT, RawSocket, ws_frame
 
 
 async def test_sigterm_drains_sends_in_flight_then_closes_with_1001(two_nodes: Cluster) -> None:
@@ -58,6 +60,32 @@ async def test_sigterm_drains_sends_in_flight_then_closes_with_1001(two_nodes: C
     await bob.drain(1.0)
     final = [m["client_id"] for m in bob.messages(room)]
     assert sorted(final) == sorted(f"c{i}" for i in range(300))
+
+
+async def test_drain_reads_until_the_clients_close_before_closing_the_socket(
+    tmp_path: Path,
+) -> None:
+    """RFC 6455 §7.1.1: the server ends the TCP connection after the close handshake.
+
+    Closing it right after our close frame would leave frames the client sent
+    meanwhile unread; the kernel then resets the connection, and a client that
+    writes again before reading our close frame loses it and sees 1006.
+    """
+    async with own_cluster("embedded", tmp_path, PARLEY_DRAIN_TIMEOUT="3") as cluster:
+        node = cluster.nodes[0]
+        sock = await RawSocket.open(node, "alice")
+        stopping = asyncio.create_task(node.stop())
+        opcode, data = await sock.read()
+        assert opcode == CLOSE and struct.unpack("!H", data[:2])[0] == 1001, data
+        # A frame of ours that crossed the close frame: read and dropped by the
+        # node, which keeps the connection until our close frame arrives.
+        sock.writer.write(ws_frame(TEXT, b'{"type":"ping","ref":"late"}'))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sock.reader.read(1), 0.5)
+        sock.writer.write(ws_frame(CLOSE, struct.pack("!H", 1001)))
+        assert await asyncio.wait_for(sock.reader.read(), 5) == b"", "nothing after the close"
+        assert await stopping == 0
+        await sock.close()
 
 
 async def test_readyz_says_not_ready_while_draining(tmp_path: Path) -> None:

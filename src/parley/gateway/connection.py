@@ -9,7 +9,6 @@ in this loop waits for Kafka: a `send` returns as soon as it is produced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -61,9 +60,10 @@ FLOOD_SECONDS = 10
 
 class Connection:
     __slots__ = (
-        "_close_task",
+        "_close_wanted",
         "_errors",
         "_flood_seconds",
+        "_reading",
         "_refused_in_second",
         "_refused_second",
         "_transport",
@@ -86,7 +86,8 @@ class Connection:
         self.address = address
         self.ws = ws
         self._transport = transport
-        self._close_task: asyncio.Task[None] | None = None
+        self._close_wanted: tuple[int, str] | None = None  # (code, reason) the loop closes with
+        self._reading: asyncio.Task[None] | None = None  # the loop's task while it awaits a frame
         writer = SessionWriter(
             transport, node.flusher, node.settings.session_queue_bytes, self._on_overflow
         )
@@ -111,12 +112,28 @@ class Connection:
         self._start_close(code, reason, flush=True)
 
     def _start_close(self, code: int, reason: str, *, flush: bool) -> None:
-        if self._close_task is None:
-            if flush:
-                self.session.writer.close()
-            self._close_task = asyncio.create_task(self._close(code, reason))
+        """Ask the frame loop to close; it wakes at once if it is waiting for a frame.
 
-    async def _close(self, code: int, reason: str) -> None:
+        The loop closes, not this caller, so that no `receive()` is pending when
+        aiohttp's `close()` runs. With one pending, aiohttp closes the socket
+        right after its close frame without reading the client's reply; frames
+        the client sent meanwhile then make the kernel answer with a reset, and a
+        client that writes again before reading sees 1006, not our code.
+        """
+        if self._close_wanted is not None:
+            return
+        if flush:
+            self.session.writer.close()
+        self._close_wanted = (code, reason)
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
+
+    async def _close(self) -> None:
+        """The close handshake: our close frame, then the client's (read until it comes)."""
+        if self._close_wanted is None:
+            return  # the client closed, and aiohttp answered it
+        code, reason = self._close_wanted
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 5)
         except Exception:
@@ -164,36 +181,47 @@ class Connection:
         except StoreUnavailable:
             self.session.writer.send_json(error_frame(ErrorCode.INTERNAL, "database unavailable"))
             self.request_close(1011, "database unavailable")
-            await self._wait_closed()
+            await self._close()
             return
         if node.draining:
             # Opened while the node began to drain, after its sessions were told
             # to go: this one goes the same way (1001), not dropped at exit.
             self.request_close(CloseCode.GOING_AWAY, "server going away")
         try:
-            if room is not None:
+            if room is not None and self._close_wanted is None:
                 await self._dispatch(Subscribe(room, since, None))
-            async for msg in self.ws:
-                if msg.type == WSMsgType.TEXT:
-                    try:
-                        frame = parse_client_frame(msg.data)
-                    except FrameError as exc:
-                        self.error(exc.code, exc.message, exc.ref)
-                        continue
-                    await self._dispatch(frame)
-                elif msg.type == WSMsgType.BINARY:
-                    self.error(ErrorCode.BAD_REQUEST, "binary frames are not accepted", None)
-                elif msg.type == WSMsgType.ERROR:
-                    break
+            await self._read_frames()
         finally:
             self.session.writer.close()  # nothing may follow the close frame
             node.session_closed(self.session)
-            await self._wait_closed()
+            await self._close()
 
-    async def _wait_closed(self) -> None:
-        if self._close_task is not None:
-            with contextlib.suppress(Exception):
-                await self._close_task
+    async def _read_frames(self) -> None:
+        """Frames in order until the client closes or a close is asked for."""
+        ws = self.ws
+        task = asyncio.current_task()
+        while self._close_wanted is None:
+            self._reading = task
+            try:
+                msg = await ws.receive()
+            except asyncio.CancelledError:
+                # Ours (see _start_close) unless the task was cancelled again.
+                if self._close_wanted is None or task is None or task.uncancel() > 0:
+                    raise
+                return
+            finally:
+                self._reading = None
+            if msg.type == WSMsgType.TEXT:
+                try:
+                    frame = parse_client_frame(msg.data)
+                except FrameError as exc:
+                    self.error(exc.code, exc.message, exc.ref)
+                    continue
+                await self._dispatch(frame)
+            elif msg.type == WSMsgType.BINARY:
+                self.error(ErrorCode.BAD_REQUEST, "binary frames are not accepted", None)
+            else:
+                return  # CLOSE (aiohttp has answered it), CLOSING, CLOSED or ERROR
 
     async def _dispatch(self, frame: object) -> None:
         node = self.node
