@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -51,11 +52,42 @@ logger = logging.getLogger("bench")
 
 
 def ensure_bench_venv() -> Path:
-    """The benchmark's venv, (re)installed when bench/requirements.txt changed."""
+    """The benchmark's venv, (re)installed when bench/requirements.txt changed.
+
+    Under a lock: two runs at once (two test workers on a fresh machine) would
+    otherwise both build it, one of them calling pip before venv has put it there.
+    """
     digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
     stamp = BENCH_VENV / f".installed-{digest}"
     python = BENCH_VENV / "bin" / "python"
-    if stamp.exists() and python.exists():
+    BENCH_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(BENCH_VENV.parent / f"{BENCH_VENV.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and python.exists():
+            return python
+        logger.info("installing the benchmark venv %s (bench/requirements.txt)", BENCH_VENV)
+        has_pip = python.exists() and (
+            subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True).returncode
+            == 0
+        )
+        if not has_pip:  # absent, or left half made by an interrupted run
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(BENCH_VENV)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+                str(REQUIREMENTS),
+            ],
+            check=True,
+        )
+        for old in BENCH_VENV.glob(".installed-*"):
+            old.unlink()
+        stamp.touch()
         return python
     logger.info("installing the benchmark venv %s (bench/requirements.txt)", BENCH_VENV)
     if not python.exists():

@@ -54,7 +54,13 @@ def results(services: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     return loaded
 
 
-pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.timeout(1600)]
+# One xdist worker takes the module, so the fixture's run happens once, not once a worker.
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.postgres,
+    pytest.mark.timeout(1600),
+    pytest.mark.xdist_group("bench-quick"),
+]
 
 
 @pytest.mark.parametrize("system", ["parley", PEER])
