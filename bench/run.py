@@ -89,26 +89,6 @@ def ensure_bench_venv() -> Path:
             old.unlink()
         stamp.touch()
         return python
-    logger.info("installing the benchmark venv %s (bench/requirements.txt)", BENCH_VENV)
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-    subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "-r",
-            str(REQUIREMENTS),
-        ],
-        check=True,
-    )
-    for old in BENCH_VENV.glob(".installed-*"):
-        old.unlink()
-    stamp.touch()
-    return python
 
 
 def raise_fd_limit() -> int:
