@@ -199,12 +199,40 @@ async def own_cluster(
         yield cluster
 
 
-# The three-broker cluster has fixed ports: every test that starts it runs on
-# one xdist worker (`make test` runs two), one after the other.
+# Every test that starts a three-broker cluster runs on one xdist worker (`make
+# test` runs two), one after the other: two clusters at once, six JVMs beside
+# the gateways and the traffic, would overload a 2-core machine.
 _ONE_CLUSTER = ("tests/faults/", "tests/e2e/test_kafka_cluster.py")
+_UNGROUPED = pytest.StashKey[list[str]]()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
     for item in items:
         if item.nodeid.startswith(_ONE_CLUSTER):
             item.add_marker(pytest.mark.xdist_group("kafka-cluster"))
+    yield  # xdist's worker suffixes each grouped test's id with "@<group>" here
+    # A pytest that xdist does not keep up with can drop the suffix, and with
+    # it the grouping, without a word (pytest-dev/pytest-xdist#1386): two
+    # workers would then each start a three-broker cluster and a bench run.
+    if getattr(config.option, "loadgroup", False):
+        config.stash[_UNGROUPED] = [
+            i.nodeid
+            for i in items
+            if (groups := sorted({str(m.args[0]) for m in i.iter_markers("xdist_group")}))
+            and not i.nodeid.endswith("@" + "_".join(groups))
+        ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _xdist_groups_hold(pytestconfig: pytest.Config) -> None:
+    """Fails every test, with the reason, when xdist's groups were lost (above)."""
+    lost = pytestconfig.stash.get(_UNGROUPED, [])
+    if lost:
+        pytest.fail(
+            f"--dist loadgroup did not group {len(lost)} tests (first: {lost[0]});"
+            " see the pytest pin in pyproject.toml",
+            pytrace=False,
+        )

@@ -74,18 +74,21 @@ async def test_drain_reads_until_the_clients_close_before_closing_the_socket(
     async with own_cluster("embedded", tmp_path, PARLEY_DRAIN_TIMEOUT="3") as cluster:
         node = cluster.nodes[0]
         sock = await RawSocket.open(node, "alice")
-        stopping = asyncio.create_task(node.stop())
-        opcode, data = await sock.read()
-        assert opcode == CLOSE and struct.unpack("!H", data[:2])[0] == 1001, data
-        # A frame of ours that crossed the close frame: read and dropped by the
-        # node, which keeps the connection until our close frame arrives.
-        sock.writer.write(ws_frame(TEXT, b'{"type":"ping","ref":"late"}'))
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(sock.reader.read(1), 0.5)
-        sock.writer.write(ws_frame(CLOSE, struct.pack("!H", 1001)))
-        assert await asyncio.wait_for(sock.reader.read(), 5) == b"", "nothing after the close"
-        assert await stopping == 0
-        await sock.close()
+        try:
+            stopping = asyncio.create_task(node.stop())
+            opcode, data = await sock.read()
+            assert opcode == CLOSE and struct.unpack("!H", data[:2])[0] == 1001, data
+            # A frame of ours that crossed the close frame: read and dropped by
+            # the node, which keeps the connection until our close frame arrives.
+            sock.writer.write(ws_frame(TEXT, b'{"type":"ping","ref":"late"}'))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(sock.reader.read(1), 0.5)
+            sock.writer.write(ws_frame(CLOSE, struct.pack("!H", 1001)))
+            # At once (1 s), not when the node gives up on a silent peer (5 s).
+            assert await asyncio.wait_for(sock.reader.read(), 1) == b"", "nothing after the close"
+            assert await stopping == 0
+        finally:
+            await sock.close()
 
 
 async def test_readyz_says_not_ready_while_draining(tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ FLOOD_SECONDS = 10
 
 class Connection:
     __slots__ = (
+        "_close_task",
         "_close_wanted",
         "_errors",
         "_flood_seconds",
@@ -86,7 +87,8 @@ class Connection:
         self.address = address
         self.ws = ws
         self._transport = transport
-        self._close_wanted: tuple[int, str] | None = None  # (code, reason) the loop closes with
+        self._close_wanted: tuple[int, str] | None = None  # (code, reason) of the close
+        self._close_task: asyncio.Task[None] | None = None  # a close run beside the loop
         self._reading: asyncio.Task[None] | None = None  # the loop's task while it awaits a frame
         writer = SessionWriter(
             transport, node.flusher, node.settings.session_queue_bytes, self._on_overflow
@@ -112,13 +114,15 @@ class Connection:
         self._start_close(code, reason, flush=True)
 
     def _start_close(self, code: int, reason: str, *, flush: bool) -> None:
-        """Ask the frame loop to close; it wakes at once if it is waiting for a frame.
+        """Close now, with no `receive()` pending while aiohttp's `close()` runs.
 
-        The loop closes, not this caller, so that no `receive()` is pending when
-        aiohttp's `close()` runs. With one pending, aiohttp closes the socket
-        right after its close frame without reading the client's reply; frames
-        the client sent meanwhile then make the kernel answer with a reset, and a
-        client that writes again before reading sees 1006, not our code.
+        With one pending, aiohttp closes the socket right after its close frame
+        without reading the client's reply; frames the client sent meanwhile
+        then make the kernel answer with a reset, and a client that writes
+        again before reading sees 1006, not our code. So a loop waiting for a
+        frame is woken and closes itself (run()'s finally); one busy with a
+        frame (a store query can take seconds) is closed beside it, and stops
+        at its next frame.
         """
         if self._close_wanted is not None:
             return
@@ -128,6 +132,15 @@ class Connection:
         if self._reading is not None:
             self._reading.cancel()
             self._reading = None
+        else:
+            self._close_task = asyncio.create_task(self._close())
+
+    async def _finish_close(self) -> None:
+        """The close asked for, if any, done before the handler returns."""
+        if self._close_task is not None:
+            await self._close_task
+        else:
+            await self._close()
 
     async def _close(self) -> None:
         """The close handshake: our close frame, then the client's (read until it comes)."""
@@ -181,7 +194,7 @@ class Connection:
         except StoreUnavailable:
             self.session.writer.send_json(error_frame(ErrorCode.INTERNAL, "database unavailable"))
             self.request_close(1011, "database unavailable")
-            await self._close()
+            await self._finish_close()
             return
         if node.draining:
             # Opened while the node began to drain, after its sessions were told
@@ -194,7 +207,7 @@ class Connection:
         finally:
             self.session.writer.close()  # nothing may follow the close frame
             node.session_closed(self.session)
-            await self._close()
+            await self._finish_close()
 
     async def _read_frames(self) -> None:
         """Frames in order until the client closes or a close is asked for."""
