@@ -327,6 +327,10 @@ class Node:
             elif event.kind == "heartbeat":
                 self.roster.queue(self.presence.on_heartbeat(event.node, event.users, now))
             elif event.kind == "member":
+                if event.status == "removed" and event.node == self.node_id:
+                    # Applied when it was made (remove_member); applied again
+                    # now, it would undo a re-add that came in between.
+                    continue
                 self._on_member_event(event)
             elif event.kind == "device":
                 self._on_device_claim(event)
@@ -449,7 +453,9 @@ class Node:
         self.membership.invalidate(room)
         sent = []
         for user in users:
-            future = self._produce_event(Event("member", room=room, user=user, status=status))
+            future = self._produce_event(
+                Event("member", room=room, user=user, status=status, node=self.node_id)
+            )
             if future is not None:
                 sent.append(future)
         return sent
