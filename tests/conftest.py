@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -236,3 +236,21 @@ def _xdist_groups_hold(pytestconfig: pytest.Config) -> None:
             " see the pytest pin in pyproject.toml",
             pytrace=False,
         )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report carries the tails of its servers' logs.
+
+    A flake seen once in CI is only explained by what the nodes logged, and
+    the test's directory is gone by the time anyone reads the report.
+    """
+    report: pytest.TestReport = yield
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and isinstance(tmp, Path):
+        for log in sorted(tmp.rglob("*.log"))[:6]:
+            lines = log.read_text(errors="replace").splitlines()[-60:]
+            report.sections.append((f"{log.relative_to(tmp)} (last 60 lines)", "\n".join(lines)))
+    return report

@@ -212,3 +212,68 @@ async def test_events_skip_their_user_and_joining_sessions() -> None:
     assert alice.transport.writes == []
     assert carol.transport.writes == []
     assert bob.transport.frames() == [{"type": "typing", "room": "r", "user": "alice"}]
+
+
+async def test_a_hold_buffers_until_released_then_flushes_each_once() -> None:
+    hub, flusher = Hub(), Flusher()
+    a, b = peer(flusher, "alice"), peer(flusher, "bob")
+    live(hub, a, "r")
+    live(hub, b, "r")
+    hub.deliver(msg("r", 1))
+    sub = hub.hold(a.session, "r")
+    assert sub is not None
+    assert hub.hold(a.session, "r") is None, "the first hold decides"
+    for s in (2, 3, 3):
+        hub.deliver(msg("r", s))
+    hub.broadcast_event("r", b'{"type":"typing","room":"r","user":"bob"}', "bob")
+    await turn()
+    assert a.seqs() == [1], "nothing while held"
+    hub.release(a.session, "r", sub)
+    hub.deliver(msg("r", 4))
+    await turn()
+    assert a.seqs() == [1, 2, 3, 4]
+    assert b.seqs() == [1, 2, 3, 4]
+
+
+async def test_a_hold_on_a_joining_session_leaves_the_flush_to_the_join() -> None:
+    hub, flusher = Hub(), Flusher()
+    p = peer(flusher, "alice")
+    hub.join(p.session, "r")  # its history (up to 2) is being read
+    sub = hub.hold(p.session, "r")
+    assert sub is not None
+    for s in (2, 3):
+        hub.deliver(msg("r", s))
+    hub.release(p.session, "r", sub)
+    await turn()
+    assert p.seqs() == [], "the history reply goes first"
+    hub.finish_join(p.session, "r", 2)
+    await turn()
+    assert p.seqs() == [3]
+
+
+async def test_a_join_that_ends_while_held_flushes_at_the_release() -> None:
+    hub, flusher = Hub(), Flusher()
+    p = peer(flusher, "alice")
+    hub.join(p.session, "r")
+    sub = hub.hold(p.session, "r")
+    assert sub is not None
+    hub.deliver(msg("r", 5))
+    hub.finish_join(p.session, "r", 4)
+    await turn()
+    assert p.seqs() == []
+    hub.release(p.session, "r", sub)
+    await turn()
+    assert p.seqs() == [5]
+
+
+async def test_a_release_after_a_new_subscribe_touches_nothing() -> None:
+    hub, flusher = Hub(), Flusher()
+    p = peer(flusher, "alice")
+    live(hub, p, "r")
+    sub = hub.hold(p.session, "r")
+    assert sub is not None
+    hub.leave(p.session, "r")
+    hub.join(p.session, "r")  # subscribed again: a new subscription, joining
+    hub.release(p.session, "r", sub)
+    assert p.session.subscriptions["r"].joining
+    assert not p.session.subscriptions["r"].held

@@ -96,7 +96,7 @@ class Hub:
         sent = 0
         for session in sessions:
             sub = session.subscriptions[msg.room]
-            if sub.joining:
+            if sub.joining or sub.held:
                 sub.buffer.append(msg)
                 if len(sub.buffer) > MAX_JOIN_BUFFER:
                     # History is taking too long for this room's traffic: the
@@ -117,12 +117,29 @@ class Hub:
         if sub is None:
             return
         sub.last_seq = max(sub.last_seq, last_seq)
-        for msg in sub.buffer:
-            if msg.seq > sub.last_seq:
-                sub.last_seq = msg.seq
-                session.writer.send_frame(text_frame(msg.frame_json()))
-        sub.buffer.clear()
         sub.joining = False
+        if not sub.held:
+            _flush(session, sub)
+
+    def hold(self, session: Session, room: str) -> Subscription | None:
+        """Buffer the room's live messages for this session until `release`.
+
+        None if the session is not subscribed, or is held already (the first
+        hold decides).
+        """
+        sub = session.subscriptions.get(room)
+        if sub is None or sub.held:
+            return None
+        sub.held = True
+        return sub
+
+    def release(self, session: Session, room: str, sub: Subscription) -> None:
+        """End a hold: what was buffered goes out, unless a join still waits for history."""
+        if session.subscriptions.get(room) is not sub:
+            return  # left, or subscribed again, meanwhile
+        sub.held = False
+        if not sub.joining:
+            _flush(session, sub)
 
     def broadcast_event(self, room: str, payload: bytes, skip_user: str | None) -> None:
         """An ephemeral event (typing, receipt) to the room's subscribers."""
@@ -131,5 +148,15 @@ class Hub:
             return
         frame = text_frame(payload)
         for session in sessions:
-            if session.user != skip_user and not session.subscriptions[room].joining:
+            sub = session.subscriptions[room]
+            if session.user != skip_user and not (sub.joining or sub.held):
                 session.writer.send_frame(frame)
+
+
+def _flush(session: Session, sub: Subscription) -> None:
+    """What waited in the buffer, past what the session was given."""
+    for msg in sub.buffer:
+        if msg.seq > sub.last_seq:
+            sub.last_seq = msg.seq
+            session.writer.send_frame(text_frame(msg.frame_json()))
+    sub.buffer.clear()

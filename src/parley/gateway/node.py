@@ -29,7 +29,7 @@ from parley.gateway.membership import Membership
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.roomlog import RoomLog, RoomLogs
 from parley.gateway.roster import Roster
-from parley.gateway.session import Session
+from parley.gateway.session import Session, Subscription
 from parley.gateway.writer import Flusher
 from parley.log.base import (
     Delivered,
@@ -61,6 +61,12 @@ logger = logging.getLogger(__name__)
 STARTUP_CATCHUP_S = 120.0
 LAG_PROBE_S = 0.5
 LATENCY_REPORT_S = 5.0
+# How long a handshake waits for its device claim to land in the log. The
+# hello goes out after it, so a connection made after that hello claims later
+# in the log and wins; a broker too slow for this only weakens the order.
+CLAIM_WAIT_S = 2.0
+# How long a removal read from the log waits for the store to confirm it.
+REMOVAL_CHECK_S = 5.0
 
 
 class NotMember(Exception):
@@ -105,6 +111,9 @@ class Node:
         self._ends: dict[int, int] = {}
         self._read_pos: dict[int, int] = {}
         self.caught_up = asyncio.Event()
+        # user -> sessions opening, whose device claim is on its way to the log
+        self._claiming: dict[str, list[Session]] = {}
+        self._confirming: set[asyncio.Task[None]] = set()  # removals read, asking the store
         self.draining = False  # SIGTERM: /readyz answers 503 so balancers move away
         # WebSocket handlers running, from the upgrade on: stop() waits for each
         # to close (a session still opening is not in the hub yet).
@@ -209,9 +218,10 @@ class Node:
             )
         # Tell the others at once that this node's users are gone.
         self._produce_event(Event("heartbeat", node=self.node_id))
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._confirming]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for reader in self._readers:
@@ -333,7 +343,7 @@ class Node:
                     continue
                 self._on_member_event(event)
             elif event.kind == "device":
-                self._on_device_claim(event)
+                self._on_device_claim(event, rec.offset)
 
     # Sessions --------------------------------------------------------------------
 
@@ -341,18 +351,7 @@ class Node:
         """Register a new connection and greet it; raises StoreUnavailable."""
         rooms = await self.store.room_ids_of(session.user)
         if session.device is not None:
-            for other in self.hub.sessions_of(session.user):
-                if other.device == session.device:
-                    self.close_session(other, CloseCode.REPLACED, "replaced by a newer connection")
-            self._produce_event(
-                Event(
-                    "device",
-                    user=session.user,
-                    device=session.device,
-                    session=session.id,
-                    node=self.node_id,
-                )
-            )
+            await self._claim_device(session)
         first = self.hub.add(session)
         if first:
             self.roster.add_user(session.user, rooms)
@@ -395,27 +394,105 @@ class Node:
                 Event("presence", user=session.user, node=self.node_id, status="offline")
             )
 
-    def _on_device_claim(self, event: Event) -> None:
-        for session in self.hub.sessions_of(event.user):
-            if session.device != event.device:
-                continue
+    def _device_sessions(self, user: str, device: str) -> list[Session]:
+        """The user's sessions on this node with this device, opening ones too."""
+        return [
+            s
+            for s in (*self.hub.sessions_of(user), *self._claiming.get(user, ()))
+            if s.device == device
+        ]
+
+    async def _claim_device(self, session: Session) -> None:
+        """Replace this node's session of the device now, and claim it in the log.
+
+        The claim's place in the log decides between sessions on different
+        nodes: the later claim wins. Waiting for it to land before the hello
+        makes that order the clients' order: a connection opened after this
+        one's hello claims after it, even when this node's producer is slow
+        (a retry, a busy core) and the other node's is not.
+        """
+        user, device = session.user, session.device
+        assert device is not None
+        for other in self._device_sessions(user, device):
+            self.close_session(other, CloseCode.REPLACED, "replaced by a newer connection")
+        future = self._produce_event(
+            Event("device", user=user, device=device, session=session.id, node=self.node_id)
+        )
+        if future is None:
+            session.claim_offset = -1  # not in the log: any claim read later is newer
+            return
+        opening = self._claiming.setdefault(user, [])
+        opening.append(session)  # found by claims read before it joins the hub
+        try:
+            await asyncio.wait({future}, timeout=CLAIM_WAIT_S)
+        finally:
+            opening.remove(session)
+            if not opening:
+                del self._claiming[user]
+        if future.done():
+            _claim_landed(session, future)
+        else:
+            future.add_done_callback(lambda f: _claim_landed(session, f))
+
+    def _on_device_claim(self, event: Event, offset: int) -> None:
+        """Close the sessions of the device whose own claim is earlier in the log.
+
+        A user's claims share a partition, read in order: a claim read while a
+        session's own is still on its way is earlier than it, and loses.
+        """
+        for session in self._device_sessions(event.user, event.device):
             if session.id == event.session:
-                session.claim_seen = True
-            elif session.claim_seen:
-                # This session's claim came earlier in the log: the newer one wins.
+                session.claim_offset = offset
+            elif session.claim_offset is not None and session.claim_offset < offset:
                 self.close_session(session, CloseCode.REPLACED, "replaced by a newer connection")
 
     # Membership -----------------------------------------------------------------
 
     def _on_member_event(self, event: Event) -> None:
+        """A membership change read from the log (made on any node)."""
         self.membership.invalidate(event.room)
         if event.status == "added":
             self.roster.joined(event.user, event.room)
             return
         self.roster.left(event.user, event.room)
-        for session in self.hub.sessions_of(event.user):
-            if self.hub.leave(session, event.room):
-                session.writer.send_json(encode({"type": "unsubscribed", "room": event.room}))
+        # The event may be older than a re-add this node's sessions already
+        # saw in the store (subscribed since): it stops their messages at once,
+        # and ends the subscription only if the store agrees.
+        held = [
+            (session, sub)
+            for session in self.hub.sessions_of(event.user)
+            if (sub := self.hub.hold(session, event.room)) is not None
+        ]
+        if held:
+            task = asyncio.create_task(self._confirm_removal(event.room, event.user, held))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+
+    async def _confirm_removal(
+        self, room: str, user: str, held: list[tuple[Session, Subscription]]
+    ) -> None:
+        try:
+            still = await asyncio.wait_for(self.membership.is_member(room, user), REMOVAL_CHECK_S)
+        except (StoreUnavailable, TimeoutError):
+            still = False  # in doubt, the removal stands
+        for session, sub in held:
+            if still:
+                self.hub.release(session, room, sub)
+            elif session.subscriptions.get(room) is sub:
+                self._end_subscription(session, room)
+
+    def _removed_here(self, room: str, user: str) -> None:
+        """A removal this node committed: every session of the user leaves now."""
+        self.membership.invalidate(room)
+        self.roster.left(user, room)
+        for session in self.hub.sessions_of(user):
+            self._end_subscription(session, room)
+
+    def _end_subscription(self, session: Session, room: str) -> None:
+        joining = session.subscriptions[room].joining if room in session.subscriptions else True
+        if self.hub.leave(session, room) and not joining:
+            session.writer.send_json(encode({"type": "unsubscribed", "room": room}))
+        # A subscribe still waiting for its history answers not_member itself.
 
     async def check_member(self, room: str, user: str) -> None:
         if not await self.membership.is_member(room, user):
@@ -440,7 +517,7 @@ class Node:
         """
         removed = await self.store.remove_member(room_id, user)
         if removed:
-            self._on_member_event(Event("member", room=room_id, user=user, status="removed"))
+            self._removed_here(room_id, user)
             delivered = self._members_changed(room_id, [user], "removed")
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*delivered), 5)
@@ -598,7 +675,9 @@ class Node:
             self.hub.leave(session, room)
             raise
         if room not in session.subscriptions:
-            return  # unsubscribed or removed from the room meanwhile
+            # Removed from the room meanwhile (the frames of one connection are
+            # handled one at a time: it cannot have unsubscribed).
+            raise NotMember(room)
         session.writer.send_json(
             encode(with_ref({"type": "subscribed", "room": room, "head": head}, ref))
         )
@@ -641,6 +720,15 @@ class Node:
             "caught_up": self.caught_up.is_set(),
             "accepting": not self.draining,
         }
+
+
+def _claim_landed(session: Session, future: asyncio.Future[Delivered]) -> None:
+    if session.claim_offset is not None:
+        return  # read back from the log first
+    if future.cancelled() or future.exception() is not None:
+        session.claim_offset = -1
+    else:
+        session.claim_offset = future.result().offset
 
 
 def _event_delivered(future: asyncio.Future[Delivered]) -> None:

@@ -21,6 +21,9 @@ class Subscription:
 
     last_seq: int = -1
     joining: bool = True
+    # A removal read from the log waits for the store's word (it may be older
+    # than a re-add); meanwhile live messages wait in `buffer` too.
+    held: bool = False
     buffer: list[ChatMessage] = field(default_factory=list)
 
 
@@ -32,9 +35,10 @@ class Session:
     writer: SessionWriter
     close: Callable[[int, str], None]  # asks the connection to close with a code
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
-    # The device claim of this session was read back from the log: a later
-    # claim for the same device replaces it (see Node.on_device_claim).
-    claim_seen: bool = False
+    # Where this session's device claim landed in the log (-1: it did not);
+    # a claim for the same device at a later offset replaces the session
+    # (Node._on_device_claim). None while the claim is on its way.
+    claim_offset: int | None = None
     closing: bool = False
 
     def __hash__(self) -> int:

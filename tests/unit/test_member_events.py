@@ -1,0 +1,121 @@
+"""Membership events read from the log: a removal that is no longer true (the
+member was added back, and subscribed since) must not end the subscription;
+one that is true ends it, and live messages stop from the moment it is read."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from parley.gateway.node import AckWaiter, Node, NotMember
+from parley.log.records import Event
+from parley.protocol.messages import Ack
+from tests.unit.inprocess import Opened, until
+
+
+async def send(node: Node, user: str, room: str, body: str) -> Ack:
+    done: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+
+    def failed(code: object, message: str) -> None:
+        done.set_exception(AssertionError(f"send failed: {code} {message}"))
+
+    node.send(user, room, uuid.uuid4().hex, body, AckWaiter(done.set_result, failed))
+    return await asyncio.wait_for(done, 5)
+
+
+async def subscribed(node: Node, user: str, room: str) -> Opened:
+    opened = await Opened(node, user).open()
+    await node.subscribe(opened.session, room, None, "s1")
+    await asyncio.sleep(0)
+    assert opened.frames("subscribed") != []
+    return opened
+
+
+def bodies(opened: Opened) -> list[str]:
+    return [str(f["body"]) for f in opened.frames("message")]
+
+
+async def test_a_removal_read_after_a_re_add_keeps_the_new_subscription(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    await a.create_room("club", "Club", "alice", ["bob"])
+    # On a, bob is removed and added back; b reads the removal only after bob,
+    # on b, subscribed again (the store said he is a member).
+    assert await a.store.remove_member("club", "bob")
+    assert await a.store.add_member("club", "bob")
+    bob = await subscribed(b, "bob", "club")
+    a._produce_event(Event("member", room="club", user="bob", status="removed", node="a"))
+    await send(a, "alice", "club", "after the re-add")
+    await until(lambda: bodies(bob) == ["after the re-add"])
+    await asyncio.sleep(0.2)
+    assert bob.frames("unsubscribed") == []
+    assert "club" in bob.session.subscriptions
+    assert not bob.session.subscriptions["club"].held
+
+
+async def test_a_removal_read_from_the_log_ends_the_subscription(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    await a.create_room("club", "Club", "alice", ["bob"])
+    bob = await subscribed(b, "bob", "club")
+    await send(a, "alice", "club", "welcome")
+    await until(lambda: bodies(bob) == ["welcome"])
+    assert await a.remove_member("club", "bob")
+    await until(lambda: bob.frames("unsubscribed") != [])
+    await send(a, "alice", "club", "secret")
+    await asyncio.sleep(0.2)
+    assert bodies(bob) == ["welcome"]
+    assert "club" not in bob.session.subscriptions
+
+
+async def test_nothing_is_delivered_while_the_store_is_asked(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    await a.create_room("club", "Club", "alice", ["bob"])
+    bob = await subscribed(b, "bob", "club")
+    asked = asyncio.Event()
+    answer = asyncio.Event()
+    is_member = b.membership.is_member
+
+    async def slow(room: str, user: str) -> bool:
+        asked.set()
+        await answer.wait()
+        return await is_member(room, user)
+
+    b.membership.is_member = slow  # type: ignore[method-assign]
+    assert await a.store.remove_member("club", "bob")
+    a._produce_event(Event("member", room="club", user="bob", status="removed", node="a"))
+    await asyncio.wait_for(asked.wait(), 5)
+    await send(a, "alice", "club", "secret")
+    await asyncio.sleep(0.2)
+    assert bodies(bob) == [], "held from the moment the removal was read"
+    answer.set()
+    await until(lambda: bob.frames("unsubscribed") != [])
+    await asyncio.sleep(0.1)
+    assert bodies(bob) == []
+
+
+async def test_a_subscribe_cut_by_a_removal_is_answered_not_member(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    await a.create_room("club", "Club", "alice", ["bob"])
+    bob = await Opened(b, "bob").open()
+    page = b.page
+
+    async def removed_meanwhile(room: str, before: int | None, limit: int) -> object:
+        # The history is read while the removal arrives and is confirmed.
+        assert await a.remove_member("club", "bob")
+        await until(lambda: "club" not in bob.session.subscriptions)
+        return await page(room, before, limit)
+
+    b.page = removed_meanwhile  # type: ignore[method-assign,assignment]
+    with pytest.raises(NotMember):
+        await b.subscribe(bob.session, "club", None, "s1")
+    await asyncio.sleep(0)
+    assert bob.frames("subscribed") == []
