@@ -42,6 +42,19 @@ def test_growth_in_the_steady_part_is_a_failure() -> None:
     assert verdict.failures and "gw0 RSS grew" in verdict.failures[0], verdict
 
 
+def test_a_single_minute_past_the_p99_bar_is_a_failure_though_the_medians_hold() -> None:
+    samples = run([300.0] * 20)
+    samples[13].delivery_p99_ms = 956.0  # a stall of one minute, outside the first/last 3
+    verdict = judge(samples, window_min=5)
+    assert verdict.failures == ["delivery_p99_ms passed 250 ms: 956 ms at minute 14"], verdict
+
+
+def test_the_first_minute_may_pass_the_bar_while_sessions_settle() -> None:
+    samples = run([300.0] * 20)
+    samples[0].ack_p99_ms = 400.0
+    assert judge(samples, window_min=5).failures == []
+
+
 def test_a_run_too_short_for_two_windows_and_six_minutes_is_not_judged() -> None:
     assert judge(run([100.0] * 16), window_min=5).judged_from is None
 
