@@ -79,5 +79,7 @@ async def test_the_newer_of_two_sessions_on_one_node_wins_at_once(
     second = await Opened(a, "alice", "laptop").open()
     await opening
     assert first.codes == [4409]
+    assert not first.greeted(), "replaced before its claim landed: never greeted"
+    assert second.greeted()
     await asyncio.sleep(0.2)
     assert second.codes == []

@@ -100,6 +100,59 @@ async def test_nothing_is_delivered_while_the_store_is_asked(
     assert bodies(bob) == []
 
 
+async def test_removed_added_and_removed_again_while_the_store_is_asked_ends_it(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    await a.create_room("club", "Club", "alice", ["bob"])
+    bob = await subscribed(b, "bob", "club")
+    answered = asyncio.Event()
+    go_on = asyncio.Event()
+    is_member = b.membership.is_member
+    calls = 0
+
+    async def first_answer_late(room: str, user: str) -> bool:
+        nonlocal calls
+        calls += 1
+        answer = await is_member(room, user)
+        if calls == 1:
+            answered.set()
+            await go_on.wait()  # the store said "member" (re-added) and the reply is slow
+        return answer
+
+    b.membership.is_member = first_answer_late  # type: ignore[method-assign]
+    assert await a.store.remove_member("club", "bob")
+    assert await a.store.add_member("club", "bob")
+    a._produce_event(Event("member", room="club", user="bob", status="removed", node="a"))
+    await asyncio.wait_for(answered.wait(), 5)
+    assert await a.store.remove_member("club", "bob")  # removed again: a second event
+    a._produce_event(Event("member", room="club", user="bob", status="removed", node="a"))
+    await asyncio.sleep(0.2)
+    go_on.set()
+    await until(lambda: bob.frames("unsubscribed") != [])
+    await send(a, "alice", "club", "secret")
+    await asyncio.sleep(0.2)
+    assert bodies(bob) == []
+    assert "club" not in bob.session.subscriptions
+
+
+async def test_a_store_that_fails_oddly_leaves_the_removal_standing(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, b = nodes
+    await a.create_room("club", "Club", "alice", ["bob"])
+    bob = await subscribed(b, "bob", "club")
+
+    async def broken(room: str, user: str) -> bool:
+        raise RuntimeError("a driver bug")
+
+    b.membership.is_member = broken  # type: ignore[method-assign]
+    assert await a.store.remove_member("club", "bob")
+    a._produce_event(Event("member", room="club", user="bob", status="removed", node="a"))
+    await until(lambda: bob.frames("unsubscribed") != [])
+    assert "club" not in bob.session.subscriptions
+
+
 async def test_a_subscribe_cut_by_a_removal_is_answered_not_member(
     nodes: tuple[Node, Node],
 ) -> None:
@@ -119,3 +172,4 @@ async def test_a_subscribe_cut_by_a_removal_is_answered_not_member(
         await b.subscribe(bob.session, "club", None, "s1")
     await asyncio.sleep(0)
     assert bob.frames("subscribed") == []
+    assert bob.frames("unsubscribed") == [], "it was never subscribed: not_member says it all"

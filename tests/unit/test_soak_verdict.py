@@ -44,9 +44,12 @@ def test_growth_in_the_steady_part_is_a_failure() -> None:
 
 def test_a_single_minute_past_the_p99_bar_is_a_failure_though_the_medians_hold() -> None:
     samples = run([300.0] * 20)
-    samples[13].delivery_p99_ms = 956.0  # a stall of one minute, outside the first/last 3
+    samples[15].delivery_p99_ms = 956.0  # a stall of one minute, between the first and last 3
     verdict = judge(samples, window_min=5)
-    assert verdict.failures == ["delivery_p99_ms passed 250 ms: 956 ms at minute 14"], verdict
+    assert verdict.failures == ["delivery_p99_ms passed 250 ms: 956 ms at minute 16"], verdict
+    short = run([300.0] * 8)
+    short[4].ack_p99_ms = 300.0
+    assert judge(short, window_min=5).failures == ["ack_p99_ms passed 250 ms: 300 ms at minute 5"]
 
 
 def test_the_first_minute_may_pass_the_bar_while_sessions_settle() -> None:

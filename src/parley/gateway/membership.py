@@ -90,6 +90,10 @@ class Membership:
             self._rooms[room] = _Entry(members, time.monotonic())
         return members
 
+    def generation(self, room: str) -> int:
+        """Bumped by every invalidation: an answer older than a change shows it."""
+        return self._generation.get(room, 0)
+
     def invalidate(self, room: str) -> None:
         self._rooms.pop(room, None)
         self._generation[room] = self._generation.get(room, 0) + 1

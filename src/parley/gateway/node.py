@@ -67,6 +67,7 @@ LATENCY_REPORT_S = 5.0
 CLAIM_WAIT_S = 2.0
 # How long a removal read from the log waits for the store to confirm it.
 REMOVAL_CHECK_S = 5.0
+REMOVAL_CHECKS = 5  # asked again while changes keep coming in; then the last answer holds
 
 
 class NotMember(Exception):
@@ -218,14 +219,18 @@ class Node:
             )
         # Tell the others at once that this node's users are gone.
         self._produce_event(Event("heartbeat", node=self.node_id))
-        tasks = [*self._tasks, *self._confirming]
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        for task in tasks:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for reader in self._readers:
             await reader.stop()
+        while self._confirming:  # started by events read before the readers stopped
+            pending = list(self._confirming)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _heartbeat_loop(self) -> None:
         interval = max(0.5, self.settings.presence_timeout_s / 3)
@@ -352,6 +357,8 @@ class Node:
         rooms = await self.store.room_ids_of(session.user)
         if session.device is not None:
             await self._claim_device(session)
+            if session.closing:
+                return  # replaced while its claim was on its way: never greeted
         first = self.hub.add(session)
         if first:
             self.roster.add_user(session.user, rooms)
@@ -449,37 +456,50 @@ class Node:
     # Membership -----------------------------------------------------------------
 
     def _on_member_event(self, event: Event) -> None:
-        """A membership change read from the log (made on any node)."""
+        """A membership change read from the log (made on another node)."""
         self.membership.invalidate(event.room)
         if event.status == "added":
             self.roster.joined(event.user, event.room)
             return
-        self.roster.left(event.user, event.room)
+        sessions = list(self.hub.sessions_of(event.user))
+        if not sessions:
+            self.roster.left(event.user, event.room)  # nothing here can be undone
+            return
         # The event may be older than a re-add this node's sessions already
         # saw in the store (subscribed since): it stops their messages at once,
-        # and ends the subscription only if the store agrees.
-        held = [
-            (session, sub)
-            for session in self.hub.sessions_of(event.user)
-            if (sub := self.hub.hold(session, event.room)) is not None
-        ]
-        if held:
-            task = asyncio.create_task(self._confirm_removal(event.room, event.user, held))
-            self._confirming.add(task)
-            task.add_done_callback(self._confirming.discard)
+        # and ends the subscriptions only if the store agrees.
+        held = [(s, sub) for s in sessions if (sub := self.hub.hold(s, event.room)) is not None]
+        task = asyncio.create_task(self._confirm_removal(event.room, event.user, held))
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
 
     async def _confirm_removal(
         self, room: str, user: str, held: list[tuple[Session, Subscription]]
     ) -> None:
+        still = False  # in doubt, the removal stands
         try:
-            still = await asyncio.wait_for(self.membership.is_member(room, user), REMOVAL_CHECK_S)
+            for _ in range(REMOVAL_CHECKS):
+                generation = self.membership.generation(room)
+                still = await asyncio.wait_for(
+                    self.membership.is_member(room, user), REMOVAL_CHECK_S
+                )
+                if not still or self.membership.generation(room) == generation:
+                    break
+                # A change came in while the store was asked (removed again?):
+                # this answer may be older than it, so ask again.
         except (StoreUnavailable, TimeoutError):
-            still = False  # in doubt, the removal stands
-        for session, sub in held:
-            if still:
-                self.hub.release(session, room, sub)
-            elif session.subscriptions.get(room) is sub:
-                self._end_subscription(session, room)
+            still = False
+        except Exception:
+            logger.exception("checking the removal of %s from %s failed; it stands", user, room)
+            still = False
+        finally:
+            if not still:
+                self.roster.left(user, room)
+            for session, sub in held:
+                if still:
+                    self.hub.release(session, room, sub)
+                elif session.subscriptions.get(room) is sub:
+                    self._end_subscription(session, room)
 
     def _removed_here(self, room: str, user: str) -> None:
         """A removal this node committed: every session of the user leaves now."""
@@ -489,10 +509,12 @@ class Node:
             self._end_subscription(session, room)
 
     def _end_subscription(self, session: Session, room: str) -> None:
-        joining = session.subscriptions[room].joining if room in session.subscriptions else True
-        if self.hub.leave(session, room) and not joining:
+        sub = session.subscriptions.get(room)
+        if sub is None:
+            return
+        self.hub.leave(session, room)
+        if not sub.joining:  # a subscribe waiting for its history answers not_member itself
             session.writer.send_json(encode({"type": "unsubscribed", "room": room}))
-        # A subscribe still waiting for its history answers not_member itself.
 
     async def check_member(self, room: str, user: str) -> None:
         if not await self.membership.is_member(room, user):
