@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from parley.auth.tokens import TokenVerifier, VerifierConfig, issue_token
+from parley.cli import heap
 from parley.cli import workers as worker_set
 from parley.cli.wiring import make_log, make_store
 from parley.config import KNOWN_WORKERS, ConfigError, Settings, load_settings
@@ -206,6 +207,7 @@ async def serve(settings: Settings) -> None:
         settings.database_url.split("@")[-1],
         " [dev]" if settings.dev else "",
     )
+    heap.settle()
     print(
         f"parley: node {settings.node_id} ready on http://{settings.host}:{settings.port}",
         flush=True,
