@@ -33,6 +33,18 @@ async def subscribed(node: Node, user: str, room: str) -> Opened:
     return opened
 
 
+async def bob_in_the_club(nodes: tuple[Node, Node]) -> tuple[Node, Node, Opened]:
+    """alice's room "club" made on a; bob subscribed to it on b."""
+    a, b = nodes
+    await a.create_room("club", "Club", "alice", ["bob"])
+    return a, b, await subscribed(b, "bob", "club")
+
+
+def removal_sent(node: Node, room: str, user: str) -> None:
+    """The `member removed` event a node sends after a removal it committed."""
+    node._produce_event(Event("member", room=room, user=user, status="removed", node=node.node_id))
+
+
 def bodies(opened: Opened) -> list[str]:
     return [str(f["body"]) for f in opened.frames("message")]
 
@@ -47,7 +59,7 @@ async def test_a_removal_read_after_a_re_add_keeps_the_new_subscription(
     assert await a.store.remove_member("club", "bob")
     assert await a.store.add_member("club", "bob")
     bob = await subscribed(b, "bob", "club")
-    a._produce_event(Event("member", room="club", user="bob", status="removed", node="a"))
+    removal_sent(a, "club", "bob")
     await send(a, "alice", "club", "after the re-add")
     await until(lambda: bodies(bob) == ["after the re-add"])
     await asyncio.sleep(0.2)
@@ -59,9 +71,7 @@ async def test_a_removal_read_after_a_re_add_keeps_the_new_subscription(
 async def test_a_removal_read_from_the_log_ends_the_subscription(
     nodes: tuple[Node, Node],
 ) -> None:
-    a, b = nodes
-    await a.create_room("club", "Club", "alice", ["bob"])
-    bob = await subscribed(b, "bob", "club")
+    a, _, bob = await bob_in_the_club(nodes)
     await send(a, "alice", "club", "welcome")
     await until(lambda: bodies(bob) == ["welcome"])
     assert await a.remove_member("club", "bob")
@@ -75,9 +85,7 @@ async def test_a_removal_read_from_the_log_ends_the_subscription(
 async def test_nothing_is_delivered_while_the_store_is_asked(
     nodes: tuple[Node, Node],
 ) -> None:
-    a, b = nodes
-    await a.create_room("club", "Club", "alice", ["bob"])
-    bob = await subscribed(b, "bob", "club")
+    a, b, bob = await bob_in_the_club(nodes)
     asked = asyncio.Event()
     answer = asyncio.Event()
     is_member = b.membership.is_member
@@ -89,7 +97,7 @@ async def test_nothing_is_delivered_while_the_store_is_asked(
 
     b.membership.is_member = slow  # type: ignore[method-assign]
     assert await a.store.remove_member("club", "bob")
-    a._produce_event(Event("member", room="club", user="bob", status="removed", node="a"))
+    removal_sent(a, "club", "bob")
     await asyncio.wait_for(asked.wait(), 5)
     await send(a, "alice", "club", "secret")
     await asyncio.sleep(0.2)
@@ -103,9 +111,7 @@ async def test_nothing_is_delivered_while_the_store_is_asked(
 async def test_removed_added_and_removed_again_while_the_store_is_asked_ends_it(
     nodes: tuple[Node, Node],
 ) -> None:
-    a, b = nodes
-    await a.create_room("club", "Club", "alice", ["bob"])
-    bob = await subscribed(b, "bob", "club")
+    a, b, bob = await bob_in_the_club(nodes)
     answered = asyncio.Event()
     go_on = asyncio.Event()
     is_member = b.membership.is_member
@@ -123,10 +129,10 @@ async def test_removed_added_and_removed_again_while_the_store_is_asked_ends_it(
     b.membership.is_member = first_answer_late  # type: ignore[method-assign]
     assert await a.store.remove_member("club", "bob")
     assert await a.store.add_member("club", "bob")
-    a._produce_event(Event("member", room="club", user="bob", status="removed", node="a"))
+    removal_sent(a, "club", "bob")
     await asyncio.wait_for(answered.wait(), 5)
     assert await a.store.remove_member("club", "bob")  # removed again: a second event
-    a._produce_event(Event("member", room="club", user="bob", status="removed", node="a"))
+    removal_sent(a, "club", "bob")
     await asyncio.sleep(0.2)
     go_on.set()
     await until(lambda: bob.frames("unsubscribed") != [])
@@ -139,16 +145,14 @@ async def test_removed_added_and_removed_again_while_the_store_is_asked_ends_it(
 async def test_a_store_that_fails_oddly_leaves_the_removal_standing(
     nodes: tuple[Node, Node],
 ) -> None:
-    a, b = nodes
-    await a.create_room("club", "Club", "alice", ["bob"])
-    bob = await subscribed(b, "bob", "club")
+    a, b, bob = await bob_in_the_club(nodes)
 
     async def broken(room: str, user: str) -> bool:
         raise RuntimeError("a driver bug")
 
     b.membership.is_member = broken  # type: ignore[method-assign]
     assert await a.store.remove_member("club", "bob")
-    a._produce_event(Event("member", room="club", user="bob", status="removed", node="a"))
+    removal_sent(a, "club", "bob")
     await until(lambda: bob.frames("unsubscribed") != [])
     assert "club" not in bob.session.subscriptions
 

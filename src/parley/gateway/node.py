@@ -343,8 +343,8 @@ class Node:
                 self.roster.queue(self.presence.on_heartbeat(event.node, event.users, now))
             elif event.kind == "member":
                 if event.status == "removed" and event.node == self.node_id:
-                    # Applied when it was made (remove_member); applied again
-                    # now, it would undo a re-add that came in between.
+                    # Applied when it was made (remove_member): spare the
+                    # store the question that would only confirm it.
                     continue
                 self._on_member_event(event)
             elif event.kind == "device":
