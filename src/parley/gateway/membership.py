@@ -8,11 +8,19 @@ members follow from its id and need no store at all.
 A "no" from the cache is re-checked against the store when the entry is more
 than a second old, so a member added on another node is not refused while
 its event is in flight; a "yes" is trusted until the event says otherwise.
+
+A change drops the entry, so the next answer comes from the store; but the
+set it held, with the change applied, is kept as the last known one. When
+the store is down that set still answers "yes" for a member, so sends go on
+through a database outage even right after a change (a user added to the
+room, or the node reading back its own `added` events), and a removed user
+is never in it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from parley.protocol.names import dm_members, is_group_room_id
@@ -34,8 +42,10 @@ class Membership:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._rooms: dict[str, _Entry] = {}
-        # Bumped by every invalidation: a load that raced with one is not cached.
+        # Bumped by every change: a load that raced with one is not cached.
         self._generation: dict[str, int] = {}
+        # Rooms whose entry a change dropped: the members as of that change.
+        self._last_known: dict[str, frozenset[str]] = {}
 
     def cached(self, room: str, user: str) -> bool | None:
         """The answer without a query, or None when only the store can tell."""
@@ -62,10 +72,9 @@ class Membership:
             members = await self.load(room)
         except StoreUnavailable:
             # The database is down: a member we knew stays one (a removal still
-            # arrives as a `member` event and drops the entry), so sends keep
+            # arrives as a `member` event and takes the user out), so sends keep
             # flowing through an outage longer than MAX_AGE_S.
-            entry = self._rooms.get(room)
-            if entry is not None and entry.members is not None and user in entry.members:
+            if user in self._known(room):
                 return True
             raise
         return members is not None and user in members
@@ -88,12 +97,22 @@ class Membership:
         members = await self._store.members(room)
         if self._generation.get(room, 0) == generation:
             self._rooms[room] = _Entry(members, time.monotonic())
+            self._last_known.pop(room, None)
         return members
 
+    def _known(self, room: str) -> frozenset[str]:
+        entry = self._rooms.get(room)
+        if entry is not None:
+            return entry.members or frozenset()
+        return self._last_known.get(room, frozenset())
+
     def generation(self, room: str) -> int:
-        """Bumped by every invalidation: an answer older than a change shows it."""
+        """Bumped by every change: an answer older than a change shows it."""
         return self._generation.get(room, 0)
 
-    def invalidate(self, room: str) -> None:
+    def changed(self, room: str, users: Iterable[str], added: bool) -> None:
+        """Users added to or removed from a room: the store has the new set."""
+        known = self._known(room)
+        self._last_known[room] = known.union(users) if added else known.difference(users)
         self._rooms.pop(room, None)
         self._generation[room] = self._generation.get(room, 0) + 1

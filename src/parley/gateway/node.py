@@ -457,7 +457,7 @@ class Node:
 
     def _on_member_event(self, event: Event) -> None:
         """A membership change read from the log (made on another node)."""
-        self.membership.invalidate(event.room)
+        self.membership.changed(event.room, [event.user], added=event.status == "added")
         if event.status == "added":
             self.roster.joined(event.user, event.room)
             return
@@ -503,7 +503,7 @@ class Node:
 
     def _removed_here(self, room: str, user: str) -> None:
         """A removal this node committed: every session of the user leaves now."""
-        self.membership.invalidate(room)
+        self.membership.changed(room, [user], added=False)
         self.roster.left(user, room)
         for session in self.hub.sessions_of(user):
             self._end_subscription(session, room)
@@ -549,7 +549,7 @@ class Node:
         self, room: str, users: Sequence[str], status: str
     ) -> list[asyncio.Future[Delivered]]:
         """After a committed change: this node's cache now, every node's through the log."""
-        self.membership.invalidate(room)
+        self.membership.changed(room, users, added=status == "added")
         sent = []
         for user in users:
             future = self._produce_event(

@@ -1,0 +1,97 @@
+"""The membership cache through a database outage: a member it knew keeps
+sending even when a change dropped the room's entry just before the outage,
+and a user removed since is never let through."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+
+from parley.gateway.membership import Membership
+from parley.storage.base import Store, StoreUnavailable
+
+
+class Rooms:
+    """The one store call membership makes, with a switch to take it down."""
+
+    def __init__(self, rooms: dict[str, set[str]]) -> None:
+        self.rooms = rooms
+        self.down = False
+        self.asked = 0
+
+    async def members(self, room_id: str) -> frozenset[str] | None:
+        self.asked += 1
+        if self.down:
+            raise StoreUnavailable("the database is down")
+        members = self.rooms.get(room_id)
+        return None if members is None else frozenset(members)
+
+
+def membership(rooms: Rooms) -> Membership:
+    return Membership(cast(Store, rooms))
+
+
+async def test_a_known_member_is_answered_from_the_cache_without_the_store() -> None:
+    rooms = Rooms({"club": {"alice", "bob"}})
+    cache = membership(rooms)
+    assert await cache.is_member("club", "alice")
+    assert await cache.is_member("club", "bob")
+    assert rooms.asked == 1
+
+
+async def test_after_an_added_event_the_store_is_asked_again() -> None:
+    rooms = Rooms({"club": {"alice"}})
+    cache = membership(rooms)
+    assert not await cache.is_member("club", "carol")
+    rooms.rooms["club"].add("carol")
+    cache.changed("club", ["carol"], added=True)
+    assert await cache.is_member("club", "carol")
+    assert rooms.asked == 2
+
+
+async def test_members_known_before_a_change_still_send_while_the_store_is_down() -> None:
+    rooms = Rooms({"club": {"alice", "bob"}})
+    cache = membership(rooms)
+    assert await cache.is_member("club", "alice")
+    # The node reads back its own `added` event for bob (or carol is added on
+    # another node), and then the database goes away.
+    cache.changed("club", ["bob"], added=True)
+    cache.changed("club", ["carol"], added=True)
+    rooms.down = True
+    assert await cache.is_member("club", "alice")
+    assert await cache.is_member("club", "bob")
+    assert await cache.is_member("club", "carol")
+
+
+async def test_a_user_removed_before_the_outage_is_refused_during_it() -> None:
+    rooms = Rooms({"club": {"alice", "bob"}})
+    cache = membership(rooms)
+    assert await cache.is_member("club", "bob")
+    cache.changed("club", ["bob"], added=False)
+    cache.changed("club", ["carol"], added=True)
+    rooms.down = True
+    assert await cache.is_member("club", "alice")
+    with pytest.raises(StoreUnavailable):
+        await cache.is_member("club", "bob")
+
+
+async def test_a_room_never_read_cannot_be_answered_while_the_store_is_down() -> None:
+    rooms = Rooms({"club": {"alice"}})
+    cache = membership(rooms)
+    rooms.down = True
+    with pytest.raises(StoreUnavailable):
+        await cache.is_member("club", "alice")
+
+
+async def test_a_fresh_read_replaces_what_was_known() -> None:
+    rooms = Rooms({"club": {"alice", "bob"}})
+    cache = membership(rooms)
+    assert await cache.is_member("club", "bob")
+    cache.changed("club", ["carol"], added=True)
+    # The store, read after the change, no longer has bob (his removal's event
+    # is still on its way): what it says wins over the set kept for outages.
+    rooms.rooms["club"] = {"alice", "carol"}
+    assert await cache.is_member("club", "carol")
+    rooms.down = True
+    assert not await cache.is_member("club", "bob")
