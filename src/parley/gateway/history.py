@@ -13,18 +13,35 @@ from parley.storage.base import Store
 
 
 async def page(
-    store: Store, state: RoomLog, room: str, before: int | None, limit: int
+    store: Store, state: RoomLog, room: str, before: int | None, limit: int, keep: int = 0
 ) -> tuple[list[ChatMessage], bool]:
-    """The `limit` newest messages with seq < before, oldest first, and has_more."""
+    """The `limit` newest messages with seq < before, oldest first, and has_more.
+
+    Rows read from the store just below the window join it while the window
+    stays within `keep` messages: the next page of the room (every subscribe
+    asks for the newest) is then answered from memory, with no query.
+    """
     window = state.before(before)
     coverage = state.coverage  # taken with the window, before any await
     if len(window) > limit:
         return window[-limit:], True
     need = limit - len(window)
     bound = coverage if before is None else min(before, coverage)
-    rows = await store.history(room, bound, need + 1)
-    has_more = len(rows) > need
-    rows = rows[max(0, len(rows) - need) :] if need else []
+    if bound <= 0:  # the window is complete from the first seq
+        return window, False
+    fetched = await store.history(room, bound, need + 1)
+    has_more = len(fetched) > need
+    rows = fetched[max(0, len(fetched) - need) :] if need else []
+    if (
+        bound == coverage  # the rows end where the window begins,
+        and state.coverage == coverage  # which no trim or backfill moved meanwhile
+        and len(state.window) + len(fetched) <= keep
+    ):
+        # The store has every message of the room in [fetched[0].seq,
+        # coverage), and none below at all when it had no more. With the one
+        # row past the page kept too, the next page knows has_more by itself.
+        state.window.extendleft(reversed(fetched))
+        state.coverage = fetched[0].seq if has_more else 0
     return rows + window, has_more
 
 

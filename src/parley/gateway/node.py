@@ -645,7 +645,9 @@ class Node:
         state = self._room_log(room)
         if before is None or before > self.rooms.persisted(partition_for(room, self.partitions)):
             await self._backfill(room, state, 0)
-        return await history.page(self.store, state, room, before, limit)
+        return await history.page(
+            self.store, state, room, before, limit, keep=self.settings.room_window
+        )
 
     async def resume(self, room: str, since: int) -> tuple[list[ChatMessage], bool]:
         state = self._room_log(room)
