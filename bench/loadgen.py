@@ -29,17 +29,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hashlib
 import json
 import math
 import os
 import resource
+import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jwt
+
+# Linux's IP_BIND_ADDRESS_NO_PORT (4.2+), which the socket module does not name.
+IP_BIND_ADDRESS_NO_PORT = 24
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 KEY = base64.b64encode(b"parley-bench-key")
@@ -49,6 +54,21 @@ MARK = b"~B~"
 SCALE = 50.0
 NBUCKETS = int(math.log(3_600_000_000) * SCALE) + 2
 PAD = "x" * 60  # the rest of a ~100-character chat message
+
+
+def settle_heap() -> None:
+    """Keep what the worker holds from now on out of the collector's reach.
+
+    A worker holds its connections and, per receiver, a Track per sender:
+    tens of thousands of objects that live as long as it does. CPython's full
+    collection walks them all while the worker reads nothing, and the frames
+    that wait meanwhile are recorded late: the instrument's pause counted as
+    the system's latency (the soak's generator showed 400 ms to 1 s of it).
+    Collected young and frozen (bench/soak.py does the same), they are never
+    walked again; called when connections open and when a step begins.
+    """
+    gc.collect(1)
+    gc.freeze()
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -437,16 +457,38 @@ class Worker:
         loop = asyncio.get_running_loop()
         async with sem:
             conn.ready_fut = loop.create_future()
+            sock = self.socket()
             try:
-                await loop.create_connection(
-                    lambda: conn, "127.0.0.1", conn.port, local_addr=(self.bind, 0)
-                )
+                await loop.sock_connect(sock, ("127.0.0.1", conn.port))
+                await loop.create_connection(lambda: conn, sock=sock)
                 await asyncio.wait_for(conn.ready_fut, wait_s)
                 return None
             except (OSError, TimeoutError, ConnectionError) as exc:
                 if conn.transport is not None:
                     conn.transport.abort()
+                else:
+                    sock.close()
                 return repr(exc)[:200]
+
+    def socket(self) -> socket.socket:
+        """A socket from this worker's own address, its port left to connect().
+
+        A plain bind to port 0 must find a port no other socket of the address
+        holds, TIME_WAIT ones included: with the tens of thousands an earlier
+        run leaves for a minute, that search cost the kernel (counted as the
+        load generator's CPU) four times the rest of a connection. Deferred to
+        connect(), a port only has to be unique for its destination.
+        """
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.bind((self.bind, 0))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def connect(self, specs: list[list[Any]], concurrency: int, wait_s: float) -> None:
         sem = asyncio.Semaphore(concurrency)
@@ -460,6 +502,7 @@ class Worker:
         cpu0, t0 = cpu_self(), time.monotonic()
         results = await asyncio.gather(*(self.open_one(c, sem, wait_s) for c in new))
         t1 = time.monotonic()
+        settle_heap()
         failures = [r for r in results if r is not None]
         emit(
             "connected",
@@ -481,6 +524,7 @@ class Worker:
         self.resume_t = []
         t0 = time.monotonic()
         results = await asyncio.gather(*(self.open_one(c, sem, wait_s) for c in todo))
+        settle_heap()
         failures = [r for r in results if r is not None]
         emit(
             "reconnected",
@@ -492,6 +536,7 @@ class Worker:
         )
 
     def set_rate(self, senders: list[int], rate: float, step: int) -> None:
+        settle_heap()  # the Tracks of the step before: made after the last freeze
         self.senders = [self.by_idx[i] for i in senders if i in self.by_idx]
         self.rate = rate
         self.step = step

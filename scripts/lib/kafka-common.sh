@@ -213,16 +213,20 @@ PY
     fi
 }
 
-# start_kafka_node STATE_DIR LIBS HEAP PROPERTIES_FILE
+# start_kafka_node STATE_DIR LIBS HEAP PROPERTIES_FILE [GC]
 # Starts kafka.Kafka detached (own session, all stdio to files, lock fds closed)
-# and writes STATE_DIR/kafka.pid.
+# and writes STATE_DIR/kafka.pid. GC is "g1" (the default) or "z"; either way
+# the collector logs to STATE_DIR/logs/gc.log.
 start_kafka_node() {
-    local dir="$1" libs="$2" heap="$3" props="$4"
+    local dir="$1" libs="$2" heap="$3" props="$4" gc="${5:-g1}"
+    local gc_opts=(-XX:+UseG1GC -XX:MaxGCPauseMillis=20)
+    [ "$gc" = z ] && gc_opts=(-XX:+UseZGC)
     mkdir -p "$dir/logs"
     write_log4j2_config "$dir/log4j2.xml"
     # shellcheck disable=SC2016
     setsid sh -c 'echo $$ > "$1"; shift; exec "$@"' sh "$dir/kafka.pid" \
-        java "-Xms$heap" "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        java "-Xms$heap" "-Xmx$heap" "${gc_opts[@]}" \
+        "-Xlog:gc:file=$dir/logs/gc.log:time,uptime:filecount=2,filesize=10m" \
         -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
         "-Dlog4j2.configurationFile=$dir/log4j2.xml" "-Dkafka.logs.dir=$dir/logs" \
         -cp "$libs/*" kafka.Kafka "$props" \

@@ -200,6 +200,25 @@ async def test_rooms_of_lists_every_room_of_the_user_only(store: Store) -> None:
     assert set(c.members) == {"alice", "carol"}
 
 
+async def test_room_ids_of_users_answers_each_user_like_room_ids_of(store: Store) -> None:
+    await store.create_room("b", "B", "alice", ["bob"])
+    await store.create_room("a", "A", "bob", ["alice", "o'neil"])
+    await store.create_room("c", "C", "carol", [])
+    users = ["alice", "bob", "carol", "o'neil", "nobody", "a%"]
+    got = await store.room_ids_of_users(users)
+    assert got == {
+        "alice": ["a", "b"],
+        "bob": ["a", "b"],
+        "carol": ["c"],
+        "o'neil": ["a"],
+        "nobody": [],
+        "a%": [],
+    }
+    for user in users:
+        assert got[user] == await store.room_ids_of(user)
+    assert await store.room_ids_of_users([]) == {}
+
+
 async def test_add_and_remove_member_say_whether_they_changed_anything(store: Store) -> None:
     await store.create_room("r", "R", "alice", [])
     assert await store.add_member("r", "bob") is True

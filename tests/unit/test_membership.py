@@ -4,6 +4,7 @@ and a user removed since is never let through."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 import pytest
@@ -22,10 +23,12 @@ class Rooms:
 
     async def members(self, room_id: str) -> frozenset[str] | None:
         self.asked += 1
-        if self.down:
+        down, members = self.down, self.rooms.get(room_id)  # as the query found them
+        answer = None if members is None else frozenset(members)
+        await asyncio.sleep(0.01)  # its answer's way back, while others ask too
+        if down:
             raise StoreUnavailable("the database is down")
-        members = self.rooms.get(room_id)
-        return None if members is None else frozenset(members)
+        return answer
 
 
 def membership(rooms: Rooms) -> Membership:
@@ -95,3 +98,37 @@ async def test_a_fresh_read_replaces_what_was_known() -> None:
     assert await cache.is_member("club", "carol")
     rooms.down = True
     assert not await cache.is_member("club", "bob")
+
+
+async def test_members_of_a_room_asking_together_cost_one_query() -> None:
+    rooms = Rooms({"club": {f"u{i}" for i in range(20)}})
+    cache = membership(rooms)
+    answers = await asyncio.gather(*(cache.is_member("club", f"u{i}") for i in range(20)))
+    assert all(answers)
+    assert rooms.asked == 1
+
+
+async def test_a_change_during_a_query_makes_the_next_caller_ask_again() -> None:
+    rooms = Rooms({"club": {"alice"}})
+    cache = membership(rooms)
+    first = asyncio.create_task(cache.members("club"))
+    await asyncio.sleep(0.005)  # the query has read the table, its answer is on its way
+    rooms.rooms["club"].add("carol")
+    cache.changed("club", ["carol"], added=True)
+    second = asyncio.create_task(cache.members("club"))
+    assert await first == frozenset({"alice"})  # started before the change
+    assert await second == frozenset({"alice", "carol"})
+    assert rooms.asked == 2
+
+
+async def test_a_failed_query_fails_every_caller_waiting_on_it() -> None:
+    rooms = Rooms({"club": {"alice"}})
+    rooms.down = True
+    cache = membership(rooms)
+    results = await asyncio.gather(
+        cache.members("club"), cache.members("club"), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [StoreUnavailable, StoreUnavailable]
+    assert rooms.asked == 1
+    rooms.down = False
+    assert await cache.members("club") == frozenset({"alice"})

@@ -19,6 +19,7 @@ is never in it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class Membership:
         self._generation: dict[str, int] = {}
         # Rooms whose entry a change dropped: the members as of that change.
         self._last_known: dict[str, frozenset[str]] = {}
+        self._loading: dict[tuple[str, int], asyncio.Future[frozenset[str] | None]] = {}
 
     def cached(self, room: str, user: str) -> bool | None:
         """The answer without a query, or None when only the store can tell."""
@@ -94,11 +96,24 @@ class Membership:
         if pair is not None:
             return frozenset(pair)
         generation = self._generation.get(room, 0)
-        members = await self._store.members(room)
+        # The members of a room who connect together (a connect storm, a
+        # reconnect after a restart) ask at once: one query answers them all,
+        # unless a change came in since it started.
+        key = (room, generation)
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.ensure_future(self._store.members(room))
+            loading.add_done_callback(lambda done: self._loaded(key, done))
+        members = await asyncio.shield(loading)
         if self._generation.get(room, 0) == generation:
             self._rooms[room] = _Entry(members, time.monotonic())
             self._last_known.pop(room, None)
         return members
+
+    def _loaded(self, key: tuple[str, int], done: asyncio.Future[frozenset[str] | None]) -> None:
+        del self._loading[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: its callers, if any are left, raise it
 
     def _known(self, room: str) -> frozenset[str]:
         entry = self._rooms.get(room)

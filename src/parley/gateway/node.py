@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import operator
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -55,6 +57,7 @@ from parley.presence import Presence
 from parley.protocol.codes import CloseCode, ErrorCode
 from parley.protocol.messages import Ack, ChatMessage, encode, history_frame, with_ref
 from parley.storage.base import Room, RoomSummary, Store, StoreUnavailable
+from parley.storage.batched import BatchedLookup
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ CLAIM_WAIT_S = 2.0
 # How long a removal read from the log waits for the store to confirm it.
 REMOVAL_CHECK_S = 5.0
 REMOVAL_CHECKS = 5  # asked again while changes keep coming in; then the last answer holds
+PRESENCE_BATCH = 500  # users in one presence record: about 10 KB
 
 
 class NotMember(Exception):
@@ -91,6 +95,8 @@ class Node:
         self.flusher = Flusher()
         self.rooms = RoomLogs(settings.room_window)
         self.membership = Membership(store)
+        # A connect storm's room lists, one query for all who connect meanwhile.
+        self.rooms_of: BatchedLookup[str, list[str]] = BatchedLookup(store.room_ids_of_users)
         self.presence = Presence(settings.presence_timeout_s)
         self.send_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
         self.addresses = AddressLimits(settings)
@@ -104,6 +110,7 @@ class Node:
         self.event_partitions = EVENT_PARTITIONS
         # (room, sender, client_id) -> when it was produced, and who waits for its ack
         self._pending: dict[tuple[str, str, str], tuple[float, list[AckWaiter]]] = {}
+        self._presence_out: list[tuple[str, str]] = []  # (user, status) not sent yet
         self.roster = Roster(store, self.hub, self.membership, settings.presence_max_room)
         self.backfill = Backfill(log, self.messages_topic, self.rooms)
         self.latency = FanoutLatency(metrics)
@@ -218,6 +225,7 @@ class Node:
                 self.websockets,
             )
         # Tell the others at once that this node's users are gone.
+        self._send_presence()
         self._produce_event(Event("heartbeat", node=self.node_id))
         for task in self._tasks:
             task.cancel()
@@ -336,9 +344,8 @@ class Node:
                     event.user,
                 )
             elif event.kind == "presence":
-                self.roster.queue(
-                    self.presence.on_status(event.node, event.user, event.status, now)
-                )
+                for user in event.presence_users():
+                    self.roster.queue(self.presence.on_status(event.node, user, event.status, now))
             elif event.kind == "heartbeat":
                 self.roster.queue(self.presence.on_heartbeat(event.node, event.users, now))
             elif event.kind == "member":
@@ -354,7 +361,7 @@ class Node:
 
     async def open_session(self, session: Session) -> None:
         """Register a new connection and greet it; raises StoreUnavailable."""
-        rooms = await self.store.room_ids_of(session.user)
+        rooms = await self.rooms_of.get(session.user)
         if session.device is not None:
             await self._claim_device(session)
             if session.closing:
@@ -374,9 +381,7 @@ class Node:
             )
         )
         if first:
-            self._produce_event(
-                Event("presence", user=session.user, node=self.node_id, status="online")
-            )
+            self._presence_changed(session.user, "online")
         try:
             mates = await self.roster.mates(session.user, rooms)
         except StoreUnavailable:
@@ -397,9 +402,29 @@ class Node:
     def session_closed(self, session: Session) -> None:
         if self.hub.remove(session):
             self.roster.remove_user(session.user)
-            self._produce_event(
-                Event("presence", user=session.user, node=self.node_id, status="offline")
-            )
+            self._presence_changed(session.user, "offline")
+
+    def _presence_changed(self, user: str, status: str) -> None:
+        """A user's first session here opened, or their last closed: tell every node.
+
+        A connect storm makes one change per connection; a record each costs
+        the producer, the broker and every node's reader per record. The
+        changes of one loop turn go out together, a record per run of one
+        status (a node's presence records share a partition: order holds).
+        """
+        if not self._presence_out:
+            asyncio.get_running_loop().call_soon(self._send_presence)
+        self._presence_out.append((user, status))
+
+    def _send_presence(self) -> None:
+        changes, self._presence_out = self._presence_out, []
+        for status, run in itertools.groupby(changes, key=operator.itemgetter(1)):
+            users = tuple(user for user, _ in run)
+            for start in range(0, len(users), PRESENCE_BATCH):
+                batch = users[start : start + PRESENCE_BATCH]
+                self._produce_event(
+                    Event("presence", node=self.node_id, status=status, users=batch)
+                )
 
     def _device_sessions(self, user: str, device: str) -> list[Session]:
         """The user's sessions on this node with this device, opening ones too."""

@@ -92,6 +92,11 @@ class Event:
     session: str = ""
     values: tuple[int, ...] = ()  # fanout: a latency histogram (LATENCY_BUCKETS_MS), then its sum
 
+    def presence_users(self) -> tuple[str, ...]:
+        """Whose status a presence event sets: its `user`, or its `users` when a
+        node batched the changes of one loop turn (a connect storm)."""
+        return self.users or ((self.user,) if self.user else ())
+
     def key(self) -> str:
         if self.kind in ("typing", "receipt", "member", "fanout"):
             return self.room

@@ -117,6 +117,10 @@ class Store(abc.ABC):
         """The ids of the user's rooms, sorted: what a connection needs, without members."""
 
     @abc.abstractmethod
+    async def room_ids_of_users(self, users: Sequence[str]) -> dict[str, list[str]]:
+        """room_ids_of for many users in one query: every user is a key."""
+
+    @abc.abstractmethod
     async def add_member(self, room_id: str, user: str) -> bool:
         """True if the user was added (False: already a member)."""
 

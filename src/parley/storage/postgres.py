@@ -71,6 +71,9 @@ class PostgresStore(SqlStore):
             await self._pool.close()
             self._pool = None
 
+    def _one_of(self, values: Sequence[str]) -> tuple[str, Any]:
+        return "= ANY(?::text[])", list(values)
+
     async def _fetch(self, query: str, *args: Any) -> list[Row]:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not started")

@@ -73,6 +73,14 @@ class SqlStore(Store):
         transaction back and the rest do not run (create-if-absent).
         """
 
+    @abc.abstractmethod
+    def _one_of(self, values: Sequence[str]) -> tuple[str, Any]:
+        """`column <condition>` true for any of the values, and its one argument.
+
+        One argument, not one placeholder a value: the statement's text stays
+        the same whatever the number, so it is prepared once.
+        """
+
     async def ping(self) -> bool:
         try:
             await self._fetch("SELECT 1")
@@ -139,6 +147,18 @@ class SqlStore(Store):
             "SELECT room_id FROM members WHERE user_id = ? ORDER BY room_id", user
         )
         return [r[0] for r in rows]
+
+    async def room_ids_of_users(self, users: Sequence[str]) -> dict[str, list[str]]:
+        condition, values = self._one_of(users)
+        rows = await self._fetch(
+            f"SELECT user_id, room_id FROM members WHERE user_id {condition}"
+            " ORDER BY user_id, room_id",
+            values,
+        )
+        out: dict[str, list[str]] = {user: [] for user in users}
+        for user, room in rows:
+            out[user].append(room)
+        return out
 
     async def add_member(self, room_id: str, user: str) -> bool:
         changed = await self._transaction(

@@ -8,6 +8,7 @@ WAL mode lets the readers of other processes (a `parley worker`) run beside it.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -99,6 +100,9 @@ class SqliteStore(SqlStore):
 
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
+
+    def _one_of(self, values: Sequence[str]) -> tuple[str, Any]:
+        return "IN (SELECT value FROM json_each(?))", json.dumps(list(values))
 
     async def _fetch(self, query: str, *args: Any) -> list[Row]:
         return await self._run(lambda c: list(c.execute(query, args).fetchall()))

@@ -198,7 +198,8 @@ class NotifyWorker:
             if event is None:
                 continue
             if event.kind == "presence":
-                self.presence.on_status(event.node, event.user, event.status, now)
+                for user in event.presence_users():
+                    self.presence.on_status(event.node, user, event.status, now)
             elif event.kind == "heartbeat":
                 self.presence.on_heartbeat(event.node, event.users, now)
 
