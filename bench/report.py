@@ -284,7 +284,11 @@ def render(r: dict[str, Any], plots: dict[str, str | None], plot_rel: str) -> st
         " on uvloop, each connection an `asyncio.Protocol` with a sans-I/O WebSocket"
         " client handling frames in callbacks; Parley's frames, the Engine.IO 4 /"
         " Socket.IO 5 subset (`0` open, `2`/`3` ping/pong, `40` connect with `auth`,"
-        " `42` events), or the Channels app's JSON.",
+        " `42` events), or the Channels app's JSON. A worker's sockets bind its own"
+        " loopback address with the port left to connect() (IP_BIND_ADDRESS_NO_PORT),"
+        " and it freezes its heap out of the collector's reach when connections open"
+        " and when a step begins, so that neither the kernel's port search nor its"
+        " own collections are counted as the system's.",
         "- Latency: the sender puts CLOCK_MONOTONIC (ns) in the message body when it"
         " writes the frame; the receiver reads the clock when the bytes arrive. One"
         " machine, one clock.",

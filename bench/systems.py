@@ -120,7 +120,9 @@ class Parley(System):
             " PARLEY_HANDSHAKE_RATE/PARLEY_HANDSHAKE_BURST (per-address handshakes) raised"
             " so that the load, not a limit meant for abuse, is measured; everything else"
             " default"
-            " (12 partitions, acks=all idempotent producer).",
+            " (12 partitions, acks=all idempotent producer). The Kafka broker is the one"
+            " `scripts/services.sh` starts, shared with python-socketio + Kafka: KRaft,"
+            " one node, 1 GiB heap, ZGC.",
             env,
         )
         self.database_url = database_url
