@@ -457,16 +457,19 @@ class Worker:
         loop = asyncio.get_running_loop()
         async with sem:
             conn.ready_fut = loop.create_future()
-            sock = self.socket()
+            sock: socket.socket | None = None
+            made = False  # the transport owns the socket from then on
             try:
+                sock = self.socket()
                 await loop.sock_connect(sock, ("127.0.0.1", conn.port))
                 await loop.create_connection(lambda: conn, sock=sock)
+                made = True
                 await asyncio.wait_for(conn.ready_fut, wait_s)
                 return None
             except (OSError, TimeoutError, ConnectionError) as exc:
-                if conn.transport is not None:
+                if made and conn.transport is not None:
                     conn.transport.abort()
-                else:
+                elif sock is not None:
                     sock.close()
                 return repr(exc)[:200]
 

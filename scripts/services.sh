@@ -16,7 +16,8 @@
 #   PARLEY_CACHE          jar cache; default $HOME/.cache/parley (kafka-<version>/libs)
 #   PARLEY_KAFKA_PORT     broker port (default 9092)
 #   PARLEY_KAFKA_CONTROLLER_PORT  KRaft controller port (default broker port + 1)
-#   PARLEY_KAFKA_HEAP     broker heap (default 1g; the broker runs ZGC)
+#   PARLEY_KAFKA_HEAP     broker heap (default 1g)
+#   PARLEY_KAFKA_GC       the broker's collector: z (ZGC, the default) or g1
 #   PARLEY_PG_PORT        PostgreSQL port (default 5432)
 #   PARLEY_KAFKA_LOG_LEVEL  log4j root level in kafka-<port>/logs/server.log (default WARN)
 #   PARLEY_KAFKA_START_TIMEOUT  seconds to wait for the broker (default 300: a broker
@@ -56,7 +57,7 @@ KAFKA_HEAP="${PARLEY_KAFKA_HEAP:-1g}"
 # cores shared with the gateways): every send in flight waited them out, and
 # they were the fan-out's p99 at moderate rates. ZGC pauses for well under a
 # millisecond and collects beside the broker (docs/benchmarks.md).
-KAFKA_GC=z
+KAFKA_GC="${PARLEY_KAFKA_GC:-z}"
 PG_PORT="${PARLEY_PG_PORT:-5432}"
 
 KAFKA_DIR="$PARLEY_SERVICES_DIR/kafka-$KAFKA_PORT"

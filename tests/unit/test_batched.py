@@ -74,3 +74,15 @@ async def test_a_caller_that_gives_up_leaves_the_others_their_answer() -> None:
     fetches.release.set()
     assert await stayer == "A"
     assert quitter.cancelled()
+
+
+async def test_a_key_the_fetch_left_out_fails_alone() -> None:
+    async def forgetful(keys: list[str]) -> dict[str, str]:
+        return {k: k.upper() for k in keys if k != "lost"}
+
+    lookup = BatchedLookup(forgetful)
+    lost = asyncio.create_task(lookup.get("lost"))
+    found = asyncio.create_task(lookup.get("found"))
+    with pytest.raises(KeyError):
+        await lost
+    assert await found == "FOUND"

@@ -1,6 +1,6 @@
-"""A room's newest page joins its window once read from the store, so the next
-subscribe to the room costs no query, and pages stay exact: no gap, no
-duplicate, has_more right, whatever moved the window meanwhile."""
+"""A room whose whole history is small joins its window once read from the
+store, so the next subscribe to it costs no query; and pages stay exact: no
+gap, no duplicate, has_more right, whatever moved the window meanwhile."""
 
 from __future__ import annotations
 
@@ -69,14 +69,15 @@ async def test_a_short_history_joins_the_window_and_the_next_page_is_from_memory
     assert store.asked == 1
 
 
-async def test_a_long_history_keeps_its_newest_rows_and_says_there_is_more() -> None:
+async def test_a_long_history_stays_in_the_store_and_pages_stay_exact() -> None:
     store, state = Stored(list(range(10))), window([12, 15], coverage=10)
     assert await page(store, state) == ([7, 8, 9, 12, 15], True)
-    assert state.coverage == 6  # the row past the page is kept: has_more without a query
+    assert state.coverage == 10
+    assert seqs(list(state.window)) == [12, 15]
     assert await page(store, state) == ([7, 8, 9, 12, 15], True)
-    assert store.asked == 1
-    # An older page goes below the window to the store, exactly.
+    assert store.asked == 2
     assert await page(store, state, before=7) == ([2, 3, 4, 5, 6], True)
+    assert await page(store, state, before=2) == ([0, 1], False)
 
 
 async def test_rows_that_would_overfill_the_window_are_not_kept() -> None:

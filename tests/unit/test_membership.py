@@ -132,3 +132,26 @@ async def test_a_failed_query_fails_every_caller_waiting_on_it() -> None:
     assert rooms.asked == 1
     rooms.down = False
     assert await cache.members("club") == frozenset({"alice"})
+
+
+async def test_an_older_added_read_after_a_removal_made_here_does_not_let_the_user_in() -> None:
+    rooms = Rooms({"club": {"alice"}})
+    cache = membership(rooms)
+    assert await cache.is_member("club", "alice")
+    # bob is added, then removed, on this node; the log still has to give
+    # back the `added`, then the `removed`.
+    rooms.rooms["club"].add("bob")
+    cache.changed("club", ["bob"], added=True)
+    rooms.rooms["club"].discard("bob")
+    cache.removed_here("club", "bob")
+    cache.changed("club", ["bob"], added=True)  # the `added`, read back
+    rooms.down = True
+    with pytest.raises(StoreUnavailable):
+        await cache.is_member("club", "bob")
+    cache.removal_read_back("club", "bob")
+    with pytest.raises(StoreUnavailable):
+        await cache.is_member("club", "bob")
+    # Added again on another node, after the removal in the log: a member.
+    cache.changed("club", ["bob"], added=True)
+    assert await cache.is_member("club", "bob")
+    assert await cache.is_member("club", "alice")

@@ -11,15 +11,22 @@ from parley.gateway.roomlog import RoomLog
 from parley.protocol.messages import ChatMessage
 from parley.storage.base import Store
 
+# A room whose whole history is at most this many messages stays in memory
+# once read (within PARLEY_ROOM_WINDOW).
+SMALL_ROOM = 20
+
 
 async def page(
     store: Store, state: RoomLog, room: str, before: int | None, limit: int, keep: int = 0
 ) -> tuple[list[ChatMessage], bool]:
     """The `limit` newest messages with seq < before, oldest first, and has_more.
 
-    Rows read from the store just below the window join it while the window
-    stays within `keep` messages: the next page of the room (every subscribe
-    asks for the newest) is then answered from memory, with no query.
+    When the rows read from the store are all the room has below its window,
+    and window and rows together are at most `keep` messages, they join the
+    window: the room's next page (every subscribe asks for the newest) is
+    answered from memory. An empty room is then asked about once; a room
+    with a long history costs a query a page, as before, rather than memory
+    for every room ever opened.
     """
     window = state.before(before)
     coverage = state.coverage  # taken with the window, before any await
@@ -33,15 +40,13 @@ async def page(
     has_more = len(fetched) > need
     rows = fetched[max(0, len(fetched) - need) :] if need else []
     if (
-        bound == coverage  # the rows end where the window begins,
+        not has_more
+        and bound == coverage  # the rows end where the window begins,
         and state.coverage == coverage  # which no trim or backfill moved meanwhile
-        and len(state.window) + len(fetched) <= keep
+        and len(state.window) + len(rows) <= keep
     ):
-        # The store has every message of the room in [fetched[0].seq,
-        # coverage), and none below at all when it had no more. With the one
-        # row past the page kept too, the next page knows has_more by itself.
-        state.window.extendleft(reversed(fetched))
-        state.coverage = fetched[0].seq if has_more else 0
+        state.window.extendleft(reversed(rows))
+        state.coverage = 0
     return rows + window, has_more
 
 

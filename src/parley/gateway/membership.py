@@ -13,8 +13,10 @@ A change drops the entry, so the next answer comes from the store; but the
 set it held, with the change applied, is kept as the last known one. When
 the store is down that set still answers "yes" for a member, so sends go on
 through a database outage even right after a change (a user added to the
-room, or the node reading back its own `added` events), and a removed user
-is never in it.
+room, or the node reading back its own `added` events). A removed user is
+never in it: events are applied in the order they are read, and a removal
+made on this node keeps its user out until its own event is read back, past
+any older `added` still on its way.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Membership:
         # Rooms whose entry a change dropped: the members as of that change.
         self._last_known: dict[str, frozenset[str]] = {}
         self._loading: dict[tuple[str, int], asyncio.Future[frozenset[str] | None]] = {}
+        self._removing: set[tuple[str, str]] = set()  # (room, user) removed here, not read back
 
     def cached(self, room: str, user: str) -> bool | None:
         """The answer without a query, or None when only the store can tell."""
@@ -76,7 +79,7 @@ class Membership:
             # The database is down: a member we knew stays one (a removal still
             # arrives as a `member` event and takes the user out), so sends keep
             # flowing through an outage longer than MAX_AGE_S.
-            if user in self._known(room):
+            if user in self._known(room) and (room, user) not in self._removing:
                 return True
             raise
         return members is not None and user in members
@@ -131,3 +134,21 @@ class Membership:
         self._last_known[room] = known.union(users) if added else known.difference(users)
         self._rooms.pop(room, None)
         self._generation[room] = self._generation.get(room, 0) + 1
+
+    def removed_here(self, room: str, user: str) -> None:
+        """A removal this node committed, before its event is read back.
+
+        Events are applied to the last known set in the order they are read,
+        and an `added` older than this removal may still be on its way (this
+        node's own, or another node's): until the removal itself is read back,
+        the user stays out of the outage answer whatever is read meanwhile.
+        """
+        self._removing.add((room, user))
+        self.changed(room, [user], added=False)
+
+    def removal_read_back(self, room: str, user: str) -> None:
+        """This node's removal, read from the log: now in the log's order."""
+        self._removing.discard((room, user))
+        known = self._last_known.get(room)
+        if known is not None:
+            self._last_known[room] = known - {user}

@@ -352,6 +352,7 @@ class Node:
                 if event.status == "removed" and event.node == self.node_id:
                     # Applied when it was made (remove_member): spare the
                     # store the question that would only confirm it.
+                    self.membership.removal_read_back(event.room, event.user)
                     continue
                 self._on_member_event(event)
             elif event.kind == "device":
@@ -528,7 +529,7 @@ class Node:
 
     def _removed_here(self, room: str, user: str) -> None:
         """A removal this node committed: every session of the user leaves now."""
-        self.membership.changed(room, [user], added=False)
+        self.membership.removed_here(room, user)
         self.roster.left(user, room)
         for session in self.hub.sessions_of(user):
             self._end_subscription(session, room)
@@ -671,7 +672,12 @@ class Node:
         if before is None or before > self.rooms.persisted(partition_for(room, self.partitions)):
             await self._backfill(room, state, 0)
         return await history.page(
-            self.store, state, room, before, limit, keep=self.settings.room_window
+            self.store,
+            state,
+            room,
+            before,
+            limit,
+            keep=min(self.settings.room_window, history.SMALL_ROOM),
         )
 
     async def resume(self, room: str, since: int) -> tuple[list[ChatMessage], bool]:

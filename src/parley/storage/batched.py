@@ -58,8 +58,12 @@ class BatchedLookup(Generic[K, V]):
                     continue
                 for key, futures in batch.items():
                     for future in futures:
-                        if not future.done():
+                        if future.done():
+                            continue
+                        if key in found:
                             future.set_result(found[key])
+                        else:  # a fetch that broke its contract fails this key only
+                            future.set_exception(KeyError(key))
         finally:
             self._task = None
             # Cancelled (the loop is closing): nobody is left hanging.
