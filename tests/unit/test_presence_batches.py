@@ -9,13 +9,13 @@ import asyncio
 from parley.gateway.node import Node
 from parley.log.base import Delivered
 from parley.log.records import Event
-from tests.unit.inprocess import Opened, until
+from tests.unit.inprocess import Opened, ProduceEvent, until
 
 
 def record_presence(node: Node) -> list[Event]:
     """The presence records the node produces from now on."""
     sent: list[Event] = []
-    produce = node._produce_event
+    produce: ProduceEvent = node._produce_event
 
     def recording(event: Event) -> asyncio.Future[Delivered] | None:
         if event.kind == "presence":
