@@ -552,8 +552,9 @@ class Worker:
             return
         self.interval = 1.0 / (rate * len(self.senders))
         self.next_t = time.monotonic()
-        if self._tick is None:
-            self._tick = asyncio.get_running_loop().call_later(0.002, self.tick)
+        if self._tick is not None:
+            self._tick.cancel()  # it may be set for the old rate's next send
+        self._tick = asyncio.get_running_loop().call_later(0.002, self.tick)
 
     def tick(self) -> None:
         """Send what is due: every sender at `rate`, evenly spread over the period."""
@@ -583,7 +584,10 @@ class Worker:
             t += interval
         self.next_i = i
         self.next_t = t
-        self._tick = asyncio.get_running_loop().call_later(0.002, self.tick)
+        # Wake for the next send, not every 2 ms: at one message per second a
+        # polling timer cost the worker more CPU than the frames it reads.
+        wait = max(0.002, t - time.monotonic())
+        self._tick = asyncio.get_running_loop().call_later(wait, self.tick)
 
     def stats(self) -> None:
         emit(

@@ -277,3 +277,41 @@ async def test_a_release_after_a_new_subscribe_touches_nothing() -> None:
     hub.release(p.session, "r", sub)
     assert p.session.subscriptions["r"].joining
     assert not p.session.subscriptions["r"].held
+
+
+class LoggedTransport(FakeTransport):
+    """A transport that also notes, in a log shared by all, when it was written."""
+
+    def __init__(self, name: int, log: list[int]) -> None:
+        super().__init__()
+        self.name = name
+        self.log = log
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.log.append(self.name)
+
+
+async def test_a_room_is_written_in_the_order_its_sessions_joined() -> None:
+    # The fan-out's order is the join order, not a hash order: sockets are then
+    # written in about the order they were accepted (bench/analysis.md).
+    flusher, hub = Flusher(), Hub()
+    log: list[int] = []
+    sessions = []
+    for i in range(200):
+        writer = SessionWriter(LoggedTransport(i, log), flusher, 1 << 20, lambda: None)
+        sessions.append(Session(f"o{i}", f"u{i}", None, writer, lambda code, reason: None))
+    order = [*range(0, 200, 2), *range(199, 0, -2)]  # neither creation nor address order
+    for i in order:
+        hub.join(sessions[i], "r")
+        hub.finish_join(sessions[i], "r", -1)
+    hub.deliver(msg("r", 0))
+    await turn()
+    assert log == order
+    hub.leave(sessions[order[0]], "r")
+    hub.join(sessions[order[0]], "r")  # a rejoin goes to the end
+    hub.finish_join(sessions[order[0]], "r", 0)
+    log.clear()
+    hub.deliver(msg("r", 1))
+    await turn()
+    assert log == [*order[1:], order[0]]

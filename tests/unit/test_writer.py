@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -106,3 +107,33 @@ async def test_close_flushes_what_is_queued_then_stops() -> None:
     writer.send_json(b'"after"')
     await asyncio.sleep(0)
     assert read_frames(b"".join(transport.writes)) == [b'"last"']
+
+
+async def test_the_collector_waits_until_the_turns_frames_are_written() -> None:
+    flusher = Flusher()
+    transport = FakeTransport()
+    writer = SessionWriter(transport, flusher, 1 << 20, Overflows())
+    assert gc.isenabled()
+    try:
+        flusher.hold_collector()
+        writer.send_json(b"{}")
+        assert not gc.isenabled()  # a collection now would fall mid-fan-out
+        await asyncio.sleep(0)
+        assert transport.writes and gc.isenabled()  # written, then held no more
+        flusher.hold_collector()  # nothing is queued this time: the hold still ends
+        assert not gc.isenabled()
+        await asyncio.sleep(0)
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+
+
+async def test_a_collector_turned_off_elsewhere_stays_off() -> None:
+    flusher = Flusher()
+    gc.disable()
+    try:
+        flusher.hold_collector()
+        await asyncio.sleep(0)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -292,6 +292,7 @@ class Node:
 
     def _on_messages(self, records: list[LogRecord]) -> None:
         hub = self.hub
+        self.flusher.hold_collector()  # no collection between a message's first frame and its last
         # Latency counts only live traffic, not the read-back at start-up.
         latency = self.latency if self.caught_up.is_set() else None
         now_ms = int(time.time() * 1000)
