@@ -64,7 +64,7 @@ class Flusher:
 
         A collection starts at whichever allocation crosses its threshold, and
         in a fan-out that is one of the message's own: a young collection took
-        4-5 ms there and a middle one 17-30 ms, between the first recipient's
+        4-5 ms there and a middle one 17 ms, between the first recipient's
         frame and the last's (bench/analysis.md, big room). Held, it runs at
         the first allocation after the flush instead: the same work, after the
         frames went out. The flush is scheduled now so that the hold always
