@@ -541,6 +541,7 @@ class Worker:
     def set_rate(self, senders: list[int], rate: float, step: int) -> None:
         settle_heap()  # the Tracks of the step before: made after the last freeze
         self.senders = [self.by_idx[i] for i in senders if i in self.by_idx]
+        self.next_i = 0  # an index into the senders of the step before may be past the end
         self.rate = rate
         self.step = step
         self.sent_steps.setdefault(step, {})

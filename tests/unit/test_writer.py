@@ -109,20 +109,48 @@ async def test_close_flushes_what_is_queued_then_stops() -> None:
     assert read_frames(b"".join(transport.writes)) == [b'"last"']
 
 
+class CollectorSeen(FakeTransport):
+    """Notes whether the collector was on at each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collector_on: list[bool] = []
+
+    def write(self, data: bytes) -> None:
+        self.collector_on.append(gc.isenabled())
+        super().write(data)
+
+
 async def test_the_collector_waits_until_the_turns_frames_are_written() -> None:
     flusher = Flusher()
-    transport = FakeTransport()
-    writer = SessionWriter(transport, flusher, 1 << 20, Overflows())
-    assert gc.isenabled()
+    transports = [CollectorSeen() for _ in range(3)]
+    writers = [SessionWriter(t, flusher, 1 << 20, Overflows()) for t in transports]
     try:
+        assert gc.isenabled()
         flusher.hold_collector()
-        writer.send_json(b"{}")
+        for w in writers:
+            w.send_json(b"{}")
         assert not gc.isenabled()  # a collection now would fall mid-fan-out
         await asyncio.sleep(0)
-        assert transport.writes and gc.isenabled()  # written, then held no more
+        assert [t.collector_on for t in transports] == [[False]] * 3  # off for every write
+        assert gc.isenabled()  # and on again once they are written
         flusher.hold_collector()  # nothing is queued this time: the hold still ends
         assert not gc.isenabled()
         await asyncio.sleep(0)
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+
+
+async def test_the_collector_comes_back_when_the_last_hold_ends() -> None:
+    first, second = Flusher(), Flusher()  # two nodes in one process
+    seen: list[bool] = []
+    try:
+        first.hold_collector()
+        asyncio.get_running_loop().call_soon(lambda: seen.append(gc.isenabled()))
+        second.hold_collector()
+        await asyncio.sleep(0)  # first's flush, the check, then second's flush
+        assert seen == [False]  # the second still held it after the first's flush
         assert gc.isenabled()
     finally:
         gc.enable()
@@ -137,3 +165,13 @@ async def test_a_collector_turned_off_elsewhere_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_without_a_running_loop_the_collector_is_left_alone() -> None:
+    flusher = Flusher()
+    with pytest.raises(RuntimeError):
+        flusher.hold_collector()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        flusher.hold_collector()  # not stuck as "held" or "scheduled" either
+    assert gc.isenabled()

@@ -320,6 +320,7 @@ class Node:
             self.caught_up.set()
 
     def _on_events(self, records: list[LogRecord]) -> None:
+        self.flusher.hold_collector()  # typing and receipts fan out to a whole room too
         now = time.monotonic()
         for rec in records:
             event = decode_event(rec)

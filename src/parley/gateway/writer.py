@@ -42,6 +42,31 @@ class Transport(Protocol):
     def get_write_buffer_size(self) -> int: ...
 
 
+class _CollectorHold:
+    """The collector is one per process; the flushers holding it are counted.
+
+    Several nodes may share a process (tests do): the collector comes back on
+    when the last hold ends, and only if a hold turned it off.
+    """
+
+    holders = 0
+    turned_off = False
+
+    @classmethod
+    def take(cls) -> None:
+        if cls.holders == 0 and gc.isenabled():
+            gc.disable()
+            cls.turned_off = True
+        cls.holders += 1
+
+    @classmethod
+    def give_back(cls) -> None:
+        cls.holders -= 1
+        if cls.holders == 0 and cls.turned_off:
+            cls.turned_off = False
+            gc.enable()
+
+
 class Flusher:
     """Flushes every session written to in this loop turn, in one callback."""
 
@@ -56,8 +81,8 @@ class Flusher:
             self._schedule()
 
     def _schedule(self) -> None:
+        asyncio.get_running_loop().call_soon(self._flush)  # raises first if no loop runs
         self._scheduled = True
-        asyncio.get_running_loop().call_soon(self._flush)
 
     def hold_collector(self) -> None:
         """Keep CPython's cyclic collector off until this turn's frames are written.
@@ -67,15 +92,15 @@ class Flusher:
         4-5 ms there and a middle one 17 ms, between the first recipient's
         frame and the last's (bench/analysis.md, big room). Held, it runs at
         the first allocation after the flush instead: the same work, after the
-        frames went out. The flush is scheduled now so that the hold always
-        ends, even if nothing gets queued.
+        frames went out. The flush is scheduled before anything else, so that
+        the hold always ends, even if nothing gets queued.
         """
-        if self._collector_held or not gc.isenabled():
+        if self._collector_held:
             return
-        gc.disable()
-        self._collector_held = True
         if not self._scheduled:
             self._schedule()
+        _CollectorHold.take()
+        self._collector_held = True
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -90,7 +115,7 @@ class Flusher:
         finally:
             if self._collector_held:
                 self._collector_held = False
-                gc.enable()
+                _CollectorHold.give_back()
 
 
 class SessionWriter:
