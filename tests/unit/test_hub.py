@@ -162,6 +162,49 @@ async def test_a_message_is_encoded_once_for_every_session() -> None:
     assert all(p.transport.writes[0] is first for p in peers[1:])  # the same bytes object
 
 
+async def test_a_batch_goes_out_in_one_write_per_session_the_same_bytes() -> None:
+    hub, flusher = Hub(), Flusher()
+    peers = [peer(flusher, u) for u in ("alice", "bob", "carol")]
+    for p in peers:
+        live(hub, p, "r")
+    assert hub.deliver_batch("r", [msg("r", s) for s in (4, 5, 6)]) == 9
+    # Written during the call: no loop turn is needed.
+    first = peers[0].transport.writes
+    assert len(first) == 1
+    assert all(p.transport.writes == first and p.transport.writes[0] is first[0] for p in peers)
+    assert peers[1].seqs() == [4, 5, 6]
+    assert hub.deliver_batch("r", []) == 0
+    assert hub.deliver_batch("nobody-here", [msg("nobody-here", 7)]) == 0
+
+
+async def test_a_batch_gives_each_session_only_what_it_lacks() -> None:
+    hub, flusher = Hub(), Flusher()
+    fresh, ahead, joining = peer(flusher, "alice"), peer(flusher, "bob"), peer(flusher, "carol")
+    live(hub, fresh, "r", last_seq=3)
+    live(hub, ahead, "r", last_seq=5)  # a re-read: it was given up to 5
+    hub.join(joining.session, "r")
+    assert hub.deliver_batch("r", [msg("r", s) for s in (4, 5, 6, 7)]) == 4 + 2
+    await turn()
+    assert fresh.seqs() == [4, 5, 6, 7]
+    assert ahead.seqs() == [6, 7]
+    assert joining.transport.writes == []  # buffered until its history is out
+    hub.finish_join(joining.session, "r", 5)
+    await turn()
+    assert joining.seqs() == [6, 7]
+
+
+async def test_a_batch_goes_behind_what_the_session_has_queued() -> None:
+    hub, flusher = Hub(), Flusher()
+    a = peer(flusher, "alice")
+    live(hub, a, "r")
+    a.session.writer.send_json(b'{"type":"pong"}')  # queued earlier in the turn
+    hub.deliver_batch("r", [msg("r", 1), msg("r", 2)])
+    assert a.transport.writes == []  # nothing overtakes what was queued
+    await turn()
+    assert [f["type"] for f in a.transport.frames()] == ["pong", "message", "message"]
+    assert a.seqs() == [1, 2]
+
+
 async def test_add_and_remove_tell_the_users_first_and_last_session() -> None:
     hub, flusher = Hub(), Flusher()
     one, two, bob = peer(flusher, "alice"), peer(flusher, "alice"), peer(flusher, "bob")

@@ -109,6 +109,55 @@ async def test_close_flushes_what_is_queued_then_stops() -> None:
     assert read_frames(b"".join(transport.writes)) == [b'"last"']
 
 
+async def test_send_now_writes_at_once_when_nothing_is_queued() -> None:
+    transport = FakeTransport()
+    writer = SessionWriter(transport, Flusher(), 1 << 20, Overflows())
+    frame = text_frame(b'"now"')
+    writer.send_now(frame)
+    assert transport.writes == [frame]  # no loop turn needed
+    writer.send_json(b'"queued"')
+    writer.send_now(text_frame(b'"behind"'))
+    assert transport.writes == [frame]  # it waits behind what is queued
+    await asyncio.sleep(0)
+    assert read_frames(b"".join(transport.writes)) == [b'"now"', b'"queued"', b'"behind"']
+
+
+async def test_send_now_cuts_off_a_reader_that_fell_behind() -> None:
+    transport = FakeTransport(buffered=990)
+    overflow = Overflows()
+    writer = SessionWriter(transport, Flusher(), 1000, overflow)
+    writer.send_now(b"x" * 5)
+    assert (overflow.count, writer.closed) == (0, False)
+    transport.buffered = 1010  # the kernel holds more than the limit after the write
+    writer.send_now(b"y" * 20)
+    assert (overflow.count, writer.closed) == (1, True)
+    writer.send_now(b"z")
+    await asyncio.sleep(0)
+    assert overflow.count == 1
+    assert transport.writes == [b"x" * 5, b"y" * 20]
+
+
+class Broken(FakeTransport):
+    def write(self, data: bytes) -> None:
+        raise OSError("gone")
+
+
+async def test_send_now_to_a_lost_socket_loses_that_session_only() -> None:
+    flusher = Flusher()
+    broken, fine = Broken(), FakeTransport()
+    lost = SessionWriter(broken, flusher, 1 << 20, Overflows())
+    kept = SessionWriter(fine, flusher, 1 << 20, Overflows())
+    lost.send_now(b"a")  # logged, not raised
+    kept.send_now(b"a")
+    assert lost.closed and not kept.closed
+    assert fine.writes == [b"a"]
+    transport = FakeTransport()
+    closing = SessionWriter(transport, flusher, 1 << 20, Overflows())
+    transport.closing = True
+    closing.send_now(b"a")
+    assert transport.writes == []
+
+
 class CollectorSeen(FakeTransport):
     """Notes whether the collector was on at each write."""
 

@@ -296,6 +296,10 @@ class Node:
         # Latency counts only live traffic, not the read-back at start-up.
         latency = self.latency if self.caught_up.is_set() else None
         now_ms = int(time.time() * 1000)
+        # A room's new messages of the batch go out together, in one write per
+        # session (Hub.deliver_batch); the acks after them, as before.
+        fresh: dict[str, list[ChatMessage]] = {}
+        acked: list[tuple[list[AckWaiter], Ack]] = []
         for rec in records:
             self._read_pos[rec.partition] = rec.offset + 1
             msg = decode_message(rec)
@@ -305,15 +309,23 @@ class Node:
             first, new = self.rooms.add(msg, rec.partition)
             if new:
                 self._c_read.value += 1
-                self._c_frames.value += hub.deliver(msg)
+                room_msgs = fresh.get(msg.room)
+                if room_msgs is None:
+                    fresh[msg.room] = [msg]
+                else:
+                    room_msgs.append(msg)
                 if latency is not None:
                     latency.observe(msg.room, now_ms - msg.ts_ms)
             elif first.seq != msg.seq:
                 self._c_dup.value += 1
             pending = self._pending.pop((msg.room, msg.sender, msg.client_id), None)
             if pending is not None:
-                for waiter in pending[1]:
-                    waiter.on_ack(first)
+                acked.append((pending[1], first))
+        for room, msgs in fresh.items():
+            self._c_frames.value += hub.deliver_batch(room, msgs)
+        for waiters, first in acked:
+            for waiter in waiters:
+                waiter.on_ack(first)
         if not self.caught_up.is_set() and all(
             self._read_pos.get(p, 0) >= end for p, end in self._ends.items()
         ):

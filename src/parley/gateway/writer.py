@@ -156,6 +156,29 @@ class SessionWriter:
             self._queued = 0
             self._on_overflow()
 
+    def send_now(self, data: bytes) -> None:
+        """Write at once when nothing is queued; else queue behind what is.
+
+        The fan-out's path (`Hub.deliver_batch`): one pass over a room writes
+        every socket, and the order holds, as whatever was queued first goes
+        out first. A write that fails loses this session only.
+        """
+        if self._queue or self._closed:
+            self.send_frame(data)
+            return
+        transport = self._transport
+        if transport.is_closing():
+            return
+        try:
+            transport.write(data)
+        except Exception:
+            logger.exception("writing to a session failed")
+            self.abandon()
+            return
+        if transport.get_write_buffer_size() > self.limit:
+            self._closed = True
+            self._on_overflow()
+
     def flush(self) -> None:
         if not self._queue:
             return
