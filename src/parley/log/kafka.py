@@ -46,7 +46,9 @@ from parley.log.base import (
 logger = logging.getLogger(__name__)
 
 _Report = tuple[asyncio.Future[Delivered], Any, int, int]
-BATCHES_IN_FLIGHT = 8  # tail batches handed to the loop and not yet handled
+# A tail's records handed to the loop and not yet taken: past this, the reader
+# waits (a long read-back at start slows the reader, it does not pile up).
+MAX_WAITING = 4000
 
 
 def _to_records(messages: list[Any]) -> list[LogRecord]:
@@ -309,7 +311,9 @@ class _KafkaTail(TailReader):
         self._running = False
         self._ends: dict[int, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._in_flight = threading.Semaphore(BATCHES_IN_FLIGHT)
+        self._lock = threading.Lock()
+        self._taken = threading.Condition(self._lock)
+        self._waiting: list[LogRecord] | None = None  # handed over, not yet taken by the loop
 
     async def start(self) -> dict[int, int]:
         self._loop = asyncio.get_running_loop()
@@ -368,20 +372,37 @@ class _KafkaTail(TailReader):
                 continue
             if messages:
                 records = _to_records(messages)
-                if records and not self._loop.is_closed():
-                    # Backpressure: at most a few batches wait for the loop, so
-                    # a busy loop (a long read-back at start) slows the reader
-                    # instead of piling batches up in memory.
-                    while self._running and not self._in_flight.acquire(timeout=0.1):
-                        pass
-                    self._loop.call_soon_threadsafe(self._deliver, records)
+                if records:
+                    self._hand_over(records)
         self._consumer.close()
 
-    def _deliver(self, records: list[LogRecord]) -> None:
-        try:
+    def _hand_over(self, records: list[LogRecord]) -> None:
+        """Give the loop this batch, or add it to the one still waiting for the loop.
+
+        While the loop is busy, what the reader fetches meanwhile joins the
+        batch that waits: the loop then takes one batch per turn, and the
+        fan-out writes each socket once per turn (Hub.deliver_batch writes as
+        it goes, so two batches in one turn would be two writes per socket).
+        """
+        assert self._loop is not None
+        with self._lock:
+            while self._running and self._waiting is not None and len(self._waiting) >= MAX_WAITING:
+                self._taken.wait(0.1)
+            if not self._running:
+                return
+            if self._waiting is not None:
+                self._waiting.extend(records)
+                return
+            self._waiting = records
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            records, self._waiting = self._waiting, None
+            self._taken.notify()
+        if records:
             self._handler(records)
-        finally:
-            self._in_flight.release()
 
     async def stop(self) -> None:
         self._running = False
