@@ -41,13 +41,21 @@ WRITERS = 2
 READERS = 4
 
 
-def receiver(port: int, n: int, stop_self: bool, ready_w: int) -> None:
-    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+def connected(
+    addrs: list[tuple[str, int]], ready_w: int
+) -> tuple[list[socket.socket], select.epoll]:
+    """One non-blocking connection to each address, in an epoll; then say so on `ready_w`."""
+    conns = [socket.create_connection(addr) for addr in addrs]
     poller = select.epoll()
     for conn in conns:
         conn.setblocking(False)
         poller.register(conn.fileno(), select.EPOLLIN)
     os.write(ready_w, b"r")
+    return conns, poller
+
+
+def receiver(port: int, n: int, stop_self: bool, ready_w: int) -> None:
+    _conns, poller = connected([("127.0.0.1", port)] * n, ready_w)
     if stop_self:
         os.kill(os.getpid(), signal.SIGSTOP)
     while True:
@@ -92,12 +100,7 @@ def one_mode(n: int, rounds: int, stop_receiver: bool, shuffle: bool) -> list[fl
 
 def floor_reader(addrs: list[tuple[str, int]], mine: range, results_w: int) -> None:
     """Connect to socket i's writer for each i of `mine`; after each round, the last read's time."""
-    conns = [socket.create_connection(addrs[i % WRITERS]) for i in mine]
-    poller = select.epoll()
-    for conn in conns:
-        conn.setblocking(False)
-        poller.register(conn.fileno(), select.EPOLLIN)
-    os.write(results_w, b"r")
+    conns, poller = connected([addrs[i % WRITERS] for i in mine], results_w)
     while True:
         got, last = 0, 0.0
         while got < len(conns):
