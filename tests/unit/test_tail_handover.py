@@ -43,7 +43,7 @@ async def test_batches_fetched_while_the_loop_is_busy_reach_it_as_one() -> None:
         for i in range(3):
             reader._hand_over(records(i * 10, 10))
 
-    thread = threading.Thread(target=read)
+    thread = threading.Thread(target=read, daemon=True)
     thread.start()
     thread.join()
     assert handler.got == []
@@ -70,13 +70,16 @@ async def test_the_reader_waits_while_too_much_waits_for_the_loop(
             reader._hand_over(records(i * 10, 10))
         done.set()
 
-    thread = threading.Thread(target=read)
+    thread = threading.Thread(target=read, daemon=True)
     thread.start()
-    # The loop is held (a blocking wait, on purpose): the third batch must wait.
-    assert not done.wait(0.3)
-    await asyncio.sleep(0.05)  # the loop takes the first 20; the third goes in
-    thread.join(2)
-    assert done.is_set()
+    try:
+        # The loop is held (a blocking wait, on purpose): the third batch must wait.
+        assert not done.wait(0.3)
+        await asyncio.sleep(0.05)  # the loop takes the first 20; the third goes in
+        thread.join(2)
+        assert done.is_set()
+    finally:
+        reader._running = False  # a failed check must not leave the thread waiting
     await asyncio.sleep(0.01)
     assert handler.got == [list(range(20)), list(range(20, 30))]
 
@@ -88,3 +91,15 @@ async def test_a_stopped_reader_hands_nothing_over() -> None:
     reader._hand_over(records(0, 5))
     await asyncio.sleep(0.01)
     assert handler.got == []
+
+
+def test_a_closed_loop_stops_the_reader() -> None:
+    handler = Batches()
+    loop = asyncio.new_event_loop()
+    loop.close()
+    reader = kafka._KafkaTail({}, "t", None, handler)
+    reader._loop = loop
+    reader._running = True
+    reader._hand_over(records(0, 5))  # nobody can take it: dropped, and the reader stops
+    assert reader._waiting is None
+    assert reader._running is False

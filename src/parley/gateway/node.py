@@ -322,7 +322,10 @@ class Node:
             if pending is not None:
                 acked.append((pending[1], first))
         for room, msgs in fresh.items():
-            self._c_frames.value += hub.deliver_batch(room, msgs)
+            try:
+                self._c_frames.value += hub.deliver_batch(room, msgs)
+            except Exception:  # one room's failure must not cost the others, or the acks
+                logger.exception("delivering to room %s failed", room)
         for waiters, first in acked:
             for waiter in waiters:
                 waiter.on_ack(first)

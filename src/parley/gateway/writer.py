@@ -169,15 +169,15 @@ class SessionWriter:
         transport = self._transport
         if transport.is_closing():
             return
+        if transport.get_write_buffer_size() + len(data) > self.limit:
+            self._closed = True  # as `send_frame`: what would pass the limit is not written
+            self._on_overflow()
+            return
         try:
             transport.write(data)
         except Exception:
             logger.exception("writing to a session failed")
             self.abandon()
-            return
-        if transport.get_write_buffer_size() > self.limit:
-            self._closed = True
-            self._on_overflow()
 
     def flush(self) -> None:
         if not self._queue:

@@ -394,8 +394,12 @@ class _KafkaTail(TailReader):
                 self._waiting.extend(records)
                 return
             self._waiting = records
-        if not self._loop.is_closed():
+        try:
             self._loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is closed: nobody will take it
+            with self._lock:
+                self._waiting = None
+            self._running = False
 
     def _deliver(self) -> None:
         with self._lock:
