@@ -74,18 +74,27 @@ async def test_one_flusher_serves_every_writer_of_the_turn() -> None:
         assert read_frames(t.writes[0]) == [b"%d" % i, b"again"]
 
 
-async def test_a_reader_that_falls_behind_is_cut_off() -> None:
+@pytest.mark.parametrize(
+    ("send", "written"),
+    [
+        # Queued, then dropped with the queue: the client resumes with since.
+        ("send_frame", []),
+        # Written at once; what would pass the limit is not written.
+        ("send_now", [b"x" * 100]),
+    ],
+)
+async def test_a_reader_that_falls_behind_is_cut_off(send: str, written: list[bytes]) -> None:
     transport = FakeTransport(buffered=900)
     overflow = Overflows()
     writer = SessionWriter(transport, Flusher(), 1000, overflow)
-    writer.send_frame(b"x" * 90)  # 990 with what the transport holds: fine
+    getattr(writer, send)(b"x" * 100)  # 1000 with what the transport holds: fine
     assert (overflow.count, writer.closed) == (0, False)
-    writer.send_frame(b"y" * 20)  # 1010: over
+    getattr(writer, send)(b"y" * 101)  # past 1000: over
     assert (overflow.count, writer.closed) == (1, True)
-    writer.send_frame(b"z")
+    getattr(writer, send)(b"z")
     await asyncio.sleep(0)
     assert overflow.count == 1
-    assert transport.writes == []  # what was queued is dropped: the client resumes with since
+    assert transport.writes == written
 
 
 async def test_nothing_is_written_to_a_closing_transport() -> None:
@@ -120,20 +129,6 @@ async def test_send_now_writes_at_once_when_nothing_is_queued() -> None:
     assert transport.writes == [frame]  # it waits behind what is queued
     await asyncio.sleep(0)
     assert read_frames(b"".join(transport.writes)) == [b'"now"', b'"queued"', b'"behind"']
-
-
-async def test_send_now_cuts_off_a_reader_that_fell_behind() -> None:
-    transport = FakeTransport(buffered=900)
-    overflow = Overflows()
-    writer = SessionWriter(transport, Flusher(), 1000, overflow)
-    writer.send_now(b"x" * 100)  # 1000 with what the transport holds: fine
-    assert (overflow.count, writer.closed) == (0, False)
-    writer.send_now(b"y" * 101)  # 1001: over, and not written
-    assert (overflow.count, writer.closed) == (1, True)
-    writer.send_now(b"z")
-    await asyncio.sleep(0)
-    assert overflow.count == 1
-    assert transport.writes == [b"x" * 100]
 
 
 class Broken(FakeTransport):

@@ -150,11 +150,18 @@ class SessionWriter:
             self._flusher.mark(self)
         self._queue.append(frame)
         self._queued += len(frame)
-        if self._queued + self._transport.get_write_buffer_size() > self.limit:
-            self._closed = True
-            self._queue.clear()
-            self._queued = 0
-            self._on_overflow()
+        self._cut_off_past_limit(self._queued)
+
+    def _cut_off_past_limit(self, pending: int) -> bool:
+        """Close for overflow, dropping what is queued, if `pending` bytes and
+        what the transport still holds pass the limit; whether it did."""
+        if pending + self._transport.get_write_buffer_size() <= self.limit:
+            return False
+        self._closed = True
+        self._queue.clear()
+        self._queued = 0
+        self._on_overflow()
+        return True
 
     def send_now(self, data: bytes) -> None:
         """Write at once when nothing is queued; else queue behind what is.
@@ -169,10 +176,8 @@ class SessionWriter:
         transport = self._transport
         if transport.is_closing():
             return
-        if transport.get_write_buffer_size() + len(data) > self.limit:
-            self._closed = True  # as `send_frame`: what would pass the limit is not written
-            self._on_overflow()
-            return
+        if self._cut_off_past_limit(len(data)):
+            return  # as `send_frame`: what would pass the limit is not written
         try:
             transport.write(data)
         except Exception:
