@@ -73,6 +73,9 @@ class Settings:
     ip_limits_exempt: tuple[Network, ...] = LOOPBACK
     trusted_proxies: tuple[Network, ...] = ()
     presence_timeout_s: float = 15.0
+    # Each socket is looked at every this many seconds: pinged if nothing came
+    # since the last look, dropped if nothing came since the ping.
+    ping_interval_s: float = 10.0
     presence_max_room: int = 500
     kafka_timeout_ms: int = 15000
     log_level: str = "INFO"
@@ -196,6 +199,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_auth: bool = Tru
     s.idempotency_window_s = _int(env, "PARLEY_IDEMPOTENCY_WINDOW", s.idempotency_window_s, 1)
     s.presence_timeout_s = _float(env, "PARLEY_PRESENCE_TIMEOUT", s.presence_timeout_s)
     s.presence_max_room = _int(env, "PARLEY_PRESENCE_MAX_ROOM", s.presence_max_room, minimum=2)
+    s.ping_interval_s = _float(env, "PARLEY_PING_INTERVAL", s.ping_interval_s)
     hours = _float(env, "PARLEY_LOG_RETENTION_HOURS", s.log_retention_ms / 3_600_000)
     s.log_retention_ms = int(hours * 3_600_000)
     if s.log_retention_ms < s.idempotency_window_s * 1000:

@@ -224,7 +224,7 @@ async def flood(cluster: Cluster) -> None:
     acks: list[dict[str, Any]] = []
     sender = asyncio.create_task(steady_sender(dave, stop, acks))
     # carol reads all along, as a client does (one that stops reading for the
-    # heartbeat's 20 s is dropped, rightly)
+    # liveness sweep's pings for 20-30 s is dropped, rightly)
     reader = asyncio.create_task(keep_reading(carol, stop))
     started = time.monotonic()
     rounds = 0

@@ -87,6 +87,7 @@ def test_good_values_are_read() -> None:
             "PARLEY_RATE_LIMIT": "2.5",
             "PARLEY_RATE_BURST": "5",
             "PARLEY_PRESENCE_TIMEOUT": "0.5",
+            "PARLEY_PING_INTERVAL": "2.5",
             "PARLEY_LOG_LEVEL": "debug",
             "PARLEY_JWT_ISSUER": "iss",
             "PARLEY_JWT_AUDIENCE": "aud",
@@ -103,6 +104,7 @@ def test_good_values_are_read() -> None:
     )
     assert s.workers == ("persist",)
     assert (s.rate_per_s, s.rate_burst, s.presence_timeout_s) == (2.5, 5, 0.5)
+    assert s.ping_interval_s == 2.5
     assert (s.log_level, s.jwt_issuer, s.jwt_audience) == ("DEBUG", "iss", "aud")
     assert load_settings({**AUTH, "PARLEY_WORKERS": ""}).workers == ()
     assert load_settings({**AUTH, "PARLEY_REPLICATION_FACTOR": "0"}).replication_factor is None
@@ -169,6 +171,8 @@ def test_auth_may_be_left_out_when_not_needed() -> None:
         ("PARLEY_PRESENCE_TIMEOUT", "0"),
         ("PARLEY_PRESENCE_TIMEOUT", "-5"),
         ("PARLEY_PRESENCE_TIMEOUT", "soon"),
+        ("PARLEY_PING_INTERVAL", "0"),
+        ("PARLEY_PING_INTERVAL", "never"),
         ("PARLEY_USER_HANDSHAKE_RATE", "0"),
         ("PARLEY_USER_HANDSHAKE_BURST", "0"),
         ("PARLEY_IP_RATE_LIMIT", "0"),

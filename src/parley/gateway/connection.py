@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 
 from parley.gateway.node import AckWaiter, Node, NotMember, new_session_id
 from parley.gateway.session import Session
-from parley.gateway.writer import SessionWriter
+from parley.gateway.writer import PING_FRAME, SessionWriter, pong_frame
 from parley.log.base import LogUnavailable
 from parley.protocol.codes import CloseCode, ErrorCode
 from parley.protocol.errors import FrameError
@@ -69,7 +69,10 @@ class Connection:
         "_refused_second",
         "_transport",
         "address",
+        "heard",
+        "liveness_bucket",
         "node",
+        "pinged",
         "session",
         "ws",
     )
@@ -98,6 +101,9 @@ class Connection:
         self._refused_second = 0  # the whole monotonic second of the last refusal
         self._refused_in_second = 0  # refusals within it
         self._flood_seconds = 0  # flooding seconds in a row before it
+        self.heard = True  # a frame read since the liveness sweep last looked
+        self.pinged = False
+        self.liveness_bucket = 0
 
     # Closing ------------------------------------------------------------------
 
@@ -200,14 +206,30 @@ class Connection:
             # Opened while the node began to drain, after its sessions were told
             # to go: this one goes the same way (1001), not dropped at exit.
             self.request_close(CloseCode.GOING_AWAY, "server going away")
+        node.liveness.add(self)
         try:
             if room is not None and self._close_wanted is None:
                 await self._dispatch(Subscribe(room, since, None))
             await self._read_frames()
         finally:
+            node.liveness.remove(self)
             self.session.writer.close()  # nothing may follow the close frame
             node.session_closed(self.session)
             await self._finish_close()
+
+    # Liveness (gateway/liveness.py) -------------------------------------------
+
+    def ping(self) -> None:
+        self.session.writer.send_frame(PING_FRAME)
+
+    def drop_dead(self) -> None:
+        """No frame, not even a pong, since the last ping: the peer is gone."""
+        logger.info(
+            "session %s of %s: no answer to a ping; connection dropped",
+            self.session.id,
+            self.session.user,
+        )
+        self._transport.abort()
 
     async def _read_frames(self) -> None:
         """Frames in order until the client closes or a close is asked for."""
@@ -224,6 +246,7 @@ class Connection:
                 return
             finally:
                 self._reading = None
+            self.heard = True
             if msg.type == WSMsgType.TEXT:
                 try:
                     frame = parse_client_frame(msg.data)
@@ -233,6 +256,10 @@ class Connection:
                 await self._dispatch(frame)
             elif msg.type == WSMsgType.BINARY:
                 self.error(ErrorCode.BAD_REQUEST, "binary frames are not accepted", None)
+            elif msg.type == WSMsgType.PING:
+                self.session.writer.send_frame(pong_frame(msg.data))
+            elif msg.type == WSMsgType.PONG:
+                pass  # an answer to our ping: heard, which is all it says
             else:
                 return  # CLOSE (aiohttp has answered it), CLOSING, CLOSED or ERROR
 

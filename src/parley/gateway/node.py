@@ -27,6 +27,7 @@ from parley.gateway.addresses import AddressLimits
 from parley.gateway.backfill import Backfill
 from parley.gateway.hub import Hub
 from parley.gateway.latency import FanoutLatency
+from parley.gateway.liveness import Liveness
 from parley.gateway.membership import Membership
 from parley.gateway.ratelimit import RateLimiter
 from parley.gateway.roomlog import RoomLog, RoomLogs
@@ -98,6 +99,7 @@ class Node:
         # A connect storm's room lists, one query for all who connect meanwhile.
         self.rooms_of: BatchedLookup[str, list[str]] = BatchedLookup(store.room_ids_of_users)
         self.presence = Presence(settings.presence_timeout_s)
+        self.liveness = Liveness(settings.ping_interval_s)
         self.send_limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
         self.addresses = AddressLimits(settings)
         # A token replayed from many addresses escapes the per-address limit.
@@ -192,6 +194,7 @@ class Node:
         self._tasks.append(asyncio.create_task(self.roster.run(), name="presence"))
         self._tasks.append(asyncio.create_task(self._loop_lag_loop(), name="loop-lag"))
         self._tasks.append(asyncio.create_task(self._latency_loop(), name="latency"))
+        self._tasks.append(asyncio.create_task(self.liveness.run(), name="liveness"))
         try:
             await asyncio.wait_for(self.caught_up.wait(), STARTUP_CATCHUP_S)
         except TimeoutError:

@@ -202,8 +202,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         try:
             # aiohttp refuses a message whose size equals max_msg_size; PROTOCOL
             # closes only one *over* 64 KiB, so the limit given is one byte more.
+            # No aiohttp heartbeat (a timer per socket, pings in step for
+            # sockets that came together): the node's liveness sweep pings,
+            # and the connection answers pings itself (gateway/liveness.py).
             ws = web.WebSocketResponse(
-                compress=False, max_msg_size=MAX_FRAME_BYTES + 1, heartbeat=20.0, timeout=5.0
+                compress=False,
+                max_msg_size=MAX_FRAME_BYTES + 1,
+                heartbeat=None,
+                autoping=False,
+                timeout=5.0,
             )
             await ws.prepare(request)
             transport = request.transport

@@ -34,6 +34,16 @@ def text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
+# A server's ping: unmasked, final, no payload. Pings and pongs go through the
+# session's queue like any frame, so they never cut into one.
+PING_FRAME = b"\x89\x00"
+
+
+def pong_frame(payload: bytes) -> bytes:
+    """The answer to a client's ping (RFC 6455 §5.5.3: its payload, at most 125 bytes)."""
+    return bytes((0x8A, len(payload))) + payload
+
+
 class Transport(Protocol):
     def write(self, data: bytes) -> None: ...
 

@@ -1,0 +1,101 @@
+"""Finding dead peers: WebSocket pings, spread evenly over time and sessions.
+
+A client that vanished without a FIN (a laptop lid, a lost network) leaves a
+session that nothing would ever close. The usual cure, aiohttp's per-socket
+`heartbeat`, arms a timer per socket at its last frame: sockets that connect
+together (a reconnect storm, a benchmark) are then pinged together, every 20
+s, for as long as they live. In the big room that was 2,500 pings and pongs
+within 2.4 s per node, and the messages sent then reached their last member
+twice as late (bench/analysis.md). It also costs a timer handle per socket.
+
+Here the node keeps its sessions in `BUCKETS` buckets, filled in turn, and
+sweeps one bucket every `period / BUCKETS` seconds, so each session is looked
+at once a period (PARLEY_PING_INTERVAL, 10 s) and the pings are spread
+evenly, however the sessions came. At each look:
+
+- something was heard since the last look: nothing to do;
+- nothing was heard: ping it;
+- nothing was heard since the ping: the peer is gone, drop it.
+
+So a session that never speaks is pinged every two periods, after 10 to 20 s
+of silence, and a dead one is dropped two to three periods after its last
+frame (aiohttp's heartbeat=20 pinged after 20 s and dropped 10 s later).
+Pings travel end to end, so they also keep quiet sockets open through
+proxies that cut idle ones; TCP keepalives would not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+PERIOD_S = 10.0
+BUCKETS = 100
+
+
+class Peer(Protocol):
+    """What the sweep needs of a connection."""
+
+    heard: bool  # set by the connection on every frame it reads
+    pinged: bool  # set by the sweep when it pings
+    liveness_bucket: int
+
+    def ping(self) -> None: ...
+
+    def drop_dead(self) -> None: ...
+
+
+class Liveness:
+    def __init__(self, period_s: float = PERIOD_S, buckets: int = BUCKETS) -> None:
+        """`period_s`: how often each peer is looked at (PARLEY_PING_INTERVAL)."""
+        self._buckets: list[set[Peer]] = [set() for _ in range(buckets)]
+        self._tick_s = period_s / buckets
+        self._next_fill = 0
+        self._next_sweep = 0
+        self.pings_sent = 0
+        self.dropped = 0
+
+    def add(self, peer: Peer) -> None:
+        """Watch a peer; its opening handshake counts as heard."""
+        peer.heard = True
+        peer.pinged = False
+        peer.liveness_bucket = self._next_fill
+        self._buckets[self._next_fill].add(peer)
+        self._next_fill = (self._next_fill + 1) % len(self._buckets)
+
+    def remove(self, peer: Peer) -> None:
+        self._buckets[peer.liveness_bucket].discard(peer)
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._buckets)
+
+    def sweep_next(self) -> int:
+        """Look at the next bucket; the number of peers found dead."""
+        bucket = self._buckets[self._next_sweep]
+        self._next_sweep = (self._next_sweep + 1) % len(self._buckets)
+        dead = 0
+        for peer in list(bucket):
+            if peer.heard:
+                peer.heard = False
+                peer.pinged = False
+            elif not peer.pinged:
+                peer.pinged = True
+                self.pings_sent += 1
+                peer.ping()
+            else:
+                bucket.discard(peer)
+                dead += 1
+                peer.drop_dead()
+        self.dropped += dead
+        return dead
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                self.sweep_next()
+            except Exception:  # one bad peer must not end the sweep for all
+                logger.exception("liveness sweep failed")

@@ -1,0 +1,104 @@
+"""The liveness sweep: who is pinged, who is dropped, and that pings are spread."""
+
+from __future__ import annotations
+
+from parley.gateway.liveness import Liveness
+
+
+class FakePeer:
+    def __init__(self, answers: bool = False) -> None:
+        self.heard = False
+        self.pinged = False
+        self.liveness_bucket = -1
+        self.answers = answers
+        self.pings = 0
+        self.dropped = False
+
+    def ping(self) -> None:
+        self.pings += 1
+        if self.answers:
+            self.heard = True  # its pong arrives before the next look
+
+    def drop_dead(self) -> None:
+        self.dropped = True
+
+
+def sweep_periods(liveness: Liveness, buckets: int, periods: int) -> list[int]:
+    """Sweep `periods` whole periods; the pings sent at each tick."""
+    per_tick = []
+    for _ in range(periods * buckets):
+        before = liveness.pings_sent
+        liveness.sweep_next()
+        per_tick.append(liveness.pings_sent - before)
+    return per_tick
+
+
+def test_peers_that_came_together_are_pinged_spread_over_the_period() -> None:
+    liveness = Liveness(period_s=10.0, buckets=100)
+    peers = [FakePeer(answers=True) for _ in range(1000)]
+    for peer in peers:
+        liveness.add(peer)
+    first = sweep_periods(liveness, 100, 1)
+    assert sum(first) == 0  # the opening handshake counts as heard
+    second = sweep_periods(liveness, 100, 1)
+    # every peer pinged once, ten at each of the hundred ticks: never in a burst
+    assert sum(second) == 1000 and set(second) == {10}
+    assert all(p.pings == 1 for p in peers)
+
+
+def test_a_peer_that_answers_stays_and_is_pinged_every_other_period() -> None:
+    liveness = Liveness(period_s=10.0, buckets=4)
+    peer = FakePeer(answers=True)
+    liveness.add(peer)
+    sweep_periods(liveness, 4, 10)
+    assert not peer.dropped
+    assert peer.pings == 5
+    assert len(liveness) == 1
+
+
+def test_a_peer_that_speaks_every_period_is_never_pinged() -> None:
+    liveness = Liveness(period_s=10.0, buckets=4)
+    peer = FakePeer()
+    liveness.add(peer)
+    for _ in range(10):
+        peer.heard = True  # a frame from the client between two looks
+        sweep_periods(liveness, 4, 1)
+    assert peer.pings == 0 and not peer.dropped
+
+
+def test_a_silent_peer_is_pinged_then_dropped_two_to_three_periods_after_its_last_frame() -> None:
+    liveness = Liveness(period_s=10.0, buckets=4)
+    peer = FakePeer(answers=False)
+    liveness.add(peer)
+    sweep_periods(liveness, 4, 1)  # heard: the handshake
+    assert peer.pings == 0 and not peer.dropped
+    sweep_periods(liveness, 4, 1)
+    assert peer.pings == 1 and not peer.dropped
+    sweep_periods(liveness, 4, 1)
+    assert peer.dropped and peer.pings == 1
+    assert len(liveness) == 0  # forgotten once dropped
+    sweep_periods(liveness, 4, 3)
+    assert peer.pings == 1
+
+
+def test_a_late_pong_still_saves_the_peer() -> None:
+    """Heard at any time before the look after the ping is in time."""
+    liveness = Liveness(period_s=10.0, buckets=2)
+    peer = FakePeer(answers=False)
+    liveness.add(peer)
+    sweep_periods(liveness, 2, 2)
+    assert peer.pings == 1
+    peer.heard = True  # the pong, just before the next look
+    sweep_periods(liveness, 2, 1)
+    assert not peer.dropped
+
+
+def test_a_removed_peer_is_left_alone() -> None:
+    liveness = Liveness(period_s=10.0, buckets=3)
+    gone, kept = FakePeer(), FakePeer()
+    liveness.add(gone)
+    liveness.add(kept)
+    liveness.remove(gone)
+    sweep_periods(liveness, 3, 4)
+    assert gone.pings == 0 and not gone.dropped
+    assert kept.dropped
