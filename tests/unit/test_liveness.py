@@ -7,12 +7,16 @@ from parley.gateway.liveness import Liveness
 
 class FakePeer:
     def __init__(self, answers: bool = False) -> None:
-        self.heard = False
+        self.heard = True  # as a connection: its opening handshake
         self.pinged = False
         self.liveness_bucket = -1
         self.answers = answers
         self.pings = 0
         self.dropped = False
+
+    def heard_since_look(self) -> bool:
+        heard, self.heard = self.heard, False
+        return heard
 
     def ping(self) -> None:
         self.pings += 1
@@ -102,3 +106,45 @@ def test_a_removed_peer_is_left_alone() -> None:
     sweep_periods(liveness, 3, 4)
     assert gone.pings == 0 and not gone.dropped
     assert kept.dropped
+
+
+def test_a_dead_peer_goes_two_to_three_periods_after_its_last_frame_wherever_it_sits() -> None:
+    """Peers in every bucket, silent from a tick at random: each is dropped
+    after two to three periods, never sooner, never later."""
+    buckets = 10
+    liveness = Liveness(period_s=10.0, buckets=buckets)
+    peers = [FakePeer() for _ in range(buckets)]
+    for peer in peers:
+        liveness.add(peer)
+    last_frame: dict[int, int] = {}
+    dropped_at: dict[int, int] = {}
+    for tick in range(8 * buckets):
+        for i, peer in enumerate(peers):
+            if tick < 2 * buckets + 3 * i:  # peer i speaks until its own tick
+                peer.heard = True
+                last_frame[i] = tick
+        liveness.sweep_next()
+        for i, peer in enumerate(peers):
+            if peer.dropped and i not in dropped_at:
+                dropped_at[i] = tick
+    for i, peer in enumerate(peers):
+        assert peer.dropped and peer.pings == 1
+        silent_for = dropped_at[i] - last_frame[i]
+        assert 2 * buckets <= silent_for <= 3 * buckets, (i, silent_for)
+
+
+class Failing(FakePeer):
+    def ping(self) -> None:
+        raise RuntimeError("socket gone")
+
+
+def test_a_peer_that_fails_spares_none_of_the_others() -> None:
+    liveness = Liveness(period_s=10.0, buckets=1)
+    peers = [FakePeer(), Failing(), FakePeer()]
+    for peer in peers:
+        liveness.add(peer)
+    liveness.sweep_next()  # all heard: the handshakes
+    liveness.sweep_next()  # all pinged; the second raises
+    assert peers[0].pings == 1 and peers[2].pings == 1
+    liveness.sweep_next()
+    assert all(p.dropped for p in peers)

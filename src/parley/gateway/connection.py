@@ -219,6 +219,13 @@ class Connection:
 
     # Liveness (gateway/liveness.py) -------------------------------------------
 
+    def heard_since_look(self) -> bool:
+        # A loop not waiting for a frame is handling one (a store query can
+        # take seconds): the client spoke, and its pong may be queued behind.
+        heard = self.heard or self._reading is None
+        self.heard = False
+        return heard
+
     def ping(self) -> None:
         self.session.writer.send_frame(PING_FRAME)
 

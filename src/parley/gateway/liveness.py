@@ -39,9 +39,12 @@ BUCKETS = 100
 class Peer(Protocol):
     """What the sweep needs of a connection."""
 
-    heard: bool  # set by the connection on every frame it reads
     pinged: bool  # set by the sweep when it pings
     liveness_bucket: int
+
+    def heard_since_look(self) -> bool:
+        """Whether a frame came since the last look (and forget it: a new look starts)."""
+        ...
 
     def ping(self) -> None: ...
 
@@ -59,8 +62,7 @@ class Liveness:
         self.dropped = 0
 
     def add(self, peer: Peer) -> None:
-        """Watch a peer; its opening handshake counts as heard."""
-        peer.heard = True
+        """Watch a peer, in the next bucket in turn."""
         peer.pinged = False
         peer.liveness_bucket = self._next_fill
         self._buckets[self._next_fill].add(peer)
@@ -78,24 +80,27 @@ class Liveness:
         self._next_sweep = (self._next_sweep + 1) % len(self._buckets)
         dead = 0
         for peer in list(bucket):
-            if peer.heard:
-                peer.heard = False
-                peer.pinged = False
-            elif not peer.pinged:
-                peer.pinged = True
-                self.pings_sent += 1
-                peer.ping()
-            else:
-                bucket.discard(peer)
-                dead += 1
-                peer.drop_dead()
+            try:
+                if peer.heard_since_look():
+                    peer.pinged = False
+                elif not peer.pinged:
+                    peer.pinged = True
+                    self.pings_sent += 1
+                    peer.ping()
+                else:
+                    bucket.discard(peer)
+                    dead += 1
+                    peer.drop_dead()
+            except Exception:  # one peer's failure must not spare the rest
+                logger.exception("liveness: looking at a peer failed")
         self.dropped += dead
         return dead
 
     async def run(self) -> None:
+        """One bucket per tick, on a fixed schedule: a late tick does not stretch the period."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self._tick_s)
-            try:
-                self.sweep_next()
-            except Exception:  # one bad peer must not end the sweep for all
-                logger.exception("liveness sweep failed")
+            due += self._tick_s
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            self.sweep_next()
