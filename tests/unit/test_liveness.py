@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from parley.gateway.liveness import Liveness
 
 
@@ -148,3 +151,28 @@ def test_a_peer_that_fails_spares_none_of_the_others() -> None:
     assert peers[0].pings == 1 and peers[2].pings == 1
     liveness.sweep_next()
     assert all(p.dropped for p in peers)
+
+
+async def test_the_sweep_keeps_its_pace_and_does_not_burst_after_a_stall() -> None:
+    liveness = Liveness(period_s=0.2, buckets=4)  # a tick every 50 ms
+    looked: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    class Counted(FakePeer):
+        def heard_since_look(self) -> bool:
+            looked.append(loop.time())
+            return True
+
+    liveness.add(Counted())  # bucket 0: looked at every 4th tick
+    for _ in range(3):
+        liveness.add(Counted())  # one in each other bucket: every tick looks once
+    task = asyncio.create_task(liveness.run())
+    await asyncio.sleep(0.26)
+    time.sleep(0.3)  # noqa: ASYNC251 - the point: the loop stalls for six ticks
+    stalled_at = loop.time()
+    await asyncio.sleep(0.12)
+    task.cancel()
+    before = [t for t in looked if t < stalled_at - 0.3]
+    after = [t for t in looked if t >= stalled_at]
+    assert 2 <= len(before) <= 6  # about a look per tick
+    assert len(after) <= 4  # no burst of the six missed ticks, at most the pace

@@ -97,10 +97,18 @@ class Liveness:
         return dead
 
     async def run(self) -> None:
-        """One bucket per tick, on a fixed schedule: a late tick does not stretch the period."""
+        """One bucket per tick, on a fixed schedule: a late tick does not stretch the period.
+
+        After a stall of the loop the schedule restarts from now rather than
+        catching up in a burst: pongs that came during the stall are read
+        first, and the buckets are not looked at all at once.
+        """
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
             due += self._tick_s
-            await asyncio.sleep(max(0.0, due - loop.time()))
+            now = loop.time()
+            if due < now:
+                due = now
+            await asyncio.sleep(due - now)
             self.sweep_next()
