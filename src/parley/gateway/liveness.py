@@ -59,7 +59,6 @@ class Liveness:
         self._next_fill = 0
         self._next_sweep = 0
         self.pings_sent = 0
-        self.dropped = 0
 
     def add(self, peer: Peer) -> None:
         """Watch a peer, in the next bucket in turn."""
@@ -74,11 +73,10 @@ class Liveness:
     def __len__(self) -> int:
         return sum(len(b) for b in self._buckets)
 
-    def sweep_next(self) -> int:
-        """Look at the next bucket; the number of peers found dead."""
+    def sweep_next(self) -> None:
+        """Look at the next bucket."""
         bucket = self._buckets[self._next_sweep]
         self._next_sweep = (self._next_sweep + 1) % len(self._buckets)
-        dead = 0
         for peer in list(bucket):
             try:
                 if peer.heard_since_look():
@@ -89,12 +87,9 @@ class Liveness:
                     peer.ping()
                 else:
                     bucket.discard(peer)
-                    dead += 1
                     peer.drop_dead()
             except Exception:  # one peer's failure must not spare the rest
                 logger.exception("liveness: looking at a peer failed")
-        self.dropped += dead
-        return dead
 
     async def run(self) -> None:
         """One bucket per tick, on a fixed schedule: a late tick does not stretch the period.
