@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
 import math
 import os
+import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,36 @@ from bench.procs import cpu_seconds, prioritise
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALE = 50.0  # as loadgen.py: bucket = int(ln(µs + 1) * SCALE)
+FASTREAD = ROOT / "bench" / "fastread.c"
+
+logger = logging.getLogger("bench")
+
+
+def build_fastread(cache: Path) -> Path | None:
+    """bench/fastread.c as a shared library in the cache, built once per source.
+
+    None when BENCH_READER=uvloop asks for the Python receive path, or when
+    there is no C compiler: the workers then read through uvloop, and the
+    results say which path ran (the figures of the two are not comparable).
+    """
+    if os.environ.get("BENCH_READER", "fastread") == "uvloop":
+        return None
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        logger.warning("no C compiler: the load generator reads through uvloop")
+        return None
+    source = FASTREAD.read_bytes()
+    out = cache / "fastread" / f"fastread-{hashlib.sha256(source).hexdigest()[:16]}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    subprocess.run(
+        [cc, "-O2", "-Wall", "-shared", "-fPIC", "-pthread", "-o", str(tmp), str(FASTREAD)],
+        check=True,
+    )
+    tmp.replace(out)  # atomic: a concurrent run loads either this one or its own
+    return out
 
 
 class LoadWorker:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import gc
 import hashlib
 import json
@@ -36,6 +37,7 @@ import math
 import os
 import resource
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -150,6 +152,7 @@ class Conn(asyncio.Protocol):
         self.send_suffix = b""
         self.tracks: dict[int, Track] = {}
         self.acks = 0
+        self.handed = False  # read by the worker's FastReader since it was ready
 
     # Connection --------------------------------------------------------------
 
@@ -180,6 +183,8 @@ class Conn(asyncio.Protocol):
         transport.write(self.request())  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.handed and self.w.fast is not None:
+            self.w.fast.forget(self)
         self.closed = True
         self.open = False
         was_ready = self.ready
@@ -262,6 +267,9 @@ class Conn(asyncio.Protocol):
             self.w.on_frame(self, payload, now)
         if pos < n:
             self.buf = data[pos:]
+        if self.ready and not self.handed and self.w.fast_read:
+            assert self.w.fast is not None
+            self.w.fast.take(self)
 
     def control(self, op: int, payload: bytes) -> None:
         assert self.transport is not None
@@ -299,6 +307,162 @@ class Conn(asyncio.Protocol):
         self.write(payload)
 
 
+RECORD = struct.Struct("<IB3xIQ")  # bench/fastread.c: id, kind, length, t_ns
+
+
+class FastReader:
+    """The worker's receive path once a connection is ready: bench/fastread.c in a thread.
+
+    The handshake, the join and every write stay with uvloop and `Conn`; from
+    the frame that makes a connection ready on, its transport stops reading
+    and the C thread reads the socket, stamps each read and keeps the frames.
+    Reading through uvloop and a Python protocol cost about 7 us of CPU a
+    frame, on the cores the servers need in the big room's bursts.
+
+    The kept frames are parsed here by the same `Worker.on_frame`, with the C
+    stamp: when the worker has read nothing for a while (after a big room's
+    burst: parsing during it would take a core from the servers), when many
+    wait or the oldest has waited long (steady fan-out), and at once when a
+    connection closed. Parsing goes in slices, with the event loop's other
+    callbacks between them, so the senders' timer keeps its schedule: one
+    long parse would hold the sends back and release them in a burst.
+    """
+
+    QUIET_NS = 25_000_000  # parse once nothing was read for this long,
+    OLDEST_NS = 50_000_000  # or the oldest frame waited this long,
+    MAX_PENDING = 4096  # or this many wait (more than a big room's burst per worker)
+    SLICE = 256  # records parsed per loop callback
+    POLL_S = 0.01
+
+    def __init__(self, worker: Worker, lib_path: str) -> None:
+        lib = ctypes.CDLL(lib_path)
+        lib.fr_start.argtypes = [ctypes.c_uint64]
+        lib.fr_start.restype = ctypes.c_int
+        lib.fr_add.argtypes = [ctypes.c_uint32, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+        lib.fr_add.restype = ctypes.c_int
+        lib.fr_remove.argtypes = [ctypes.c_uint32]
+        lib.fr_remove.restype = None
+        lib.fr_status.argtypes = [ctypes.POINTER(ctypes.c_uint64)]
+        lib.fr_status.restype = None
+        lib.fr_drain.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
+        lib.fr_drain.restype = ctypes.c_size_t
+        lib.fr_stop.restype = None
+        nap_us = int(os.environ.get("BENCH_FASTREAD_NAP_US", "500"))
+        if lib.fr_start(nap_us * 1000) != 0:
+            raise OSError("fastread: no epoll thread")
+        self.lib = lib
+        self.w = worker
+        self.conns: dict[int, Conn] = {}
+        self._status = (ctypes.c_uint64 * 4)()
+        self._ptr = ctypes.c_void_p()
+        self._data = b""  # records taken from the thread, parsed up to _pos
+        self._pos = 0
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | asyncio.Handle = self._loop.call_later(
+            self.POLL_S, self.poll
+        )
+
+    def take(self, conn: Conn) -> None:
+        assert conn.transport is not None
+        fd = conn.transport.get_extra_info("socket").fileno()
+        conn.transport.pause_reading()
+        if self.lib.fr_add(conn.idx, fd, conn.buf, len(conn.buf)) != 0:
+            conn.transport.resume_reading()
+            self.w.note_error("fastread: epoll_ctl failed, read by uvloop")
+            return
+        conn.buf = b""
+        conn.handed = True
+        self.conns[conn.idx] = conn
+
+    def forget(self, conn: Conn) -> None:
+        """Stop reading conn's socket: before its transport closes it."""
+        self.lib.fr_remove(conn.idx)
+        conn.handed = False
+        self.conns.pop(conn.idx, None)
+
+    def poll(self) -> None:
+        if self._pos >= len(self._data):
+            st = self._status
+            self.lib.fr_status(st)
+            now = time.monotonic_ns()
+            if st[0] and (
+                st[3]
+                or st[0] >= self.MAX_PENDING
+                or now - st[1] >= self.QUIET_NS
+                or now - st[2] >= self.OLDEST_NS
+            ):
+                self._take()
+        if self._pos < len(self._data):
+            self._parse(self.SLICE)
+        if self._pos < len(self._data):
+            self._timer = self._loop.call_soon(self.poll)  # the rest after what else is due
+        else:
+            self._timer = self._loop.call_later(self.POLL_S, self.poll)
+
+    def drain(self) -> None:
+        """Parse every frame read so far, now (before counts are reported)."""
+        self._take()
+        self._parse(None)
+
+    def _take(self) -> None:
+        n = self.lib.fr_drain(ctypes.byref(self._ptr))
+        if not n:
+            return
+        assert self._ptr.value is not None
+        new = ctypes.string_at(self._ptr.value, n)
+        self._data = self._data[self._pos :] + new if self._pos < len(self._data) else new
+        self._pos = 0
+
+    def _parse(self, budget: int | None) -> None:
+        """Up to `budget` records (all if None), in the order the thread read them."""
+        data = self._data
+        n = len(data)
+        pos = self._pos
+        unpack = RECORD.unpack_from
+        head = RECORD.size
+        conns = self.conns
+        on_frame = self.w.on_frame
+        left = -1 if budget is None else budget
+        while pos < n and left != 0:
+            left -= 1
+            cid, kind, ln, t = unpack(data, pos)
+            pos += head
+            payload = data[pos : pos + ln]
+            pos += ln
+            conn = conns.get(cid)
+            if conn is None:
+                continue
+            if kind == 0:
+                if conn.frag:
+                    payload = conn.frag + payload
+                    conn.frag = b""
+                on_frame(conn, payload, t)
+            elif kind == 3:
+                conn.frag += payload
+            else:  # the thread no longer reads it: a close frame (1) or the end (2)
+                conn.handed = False
+                del conns[cid]
+                if kind == 1:
+                    conn.control(8, payload)
+                elif conn.transport is not None:
+                    conn.transport.close()
+        self._pos = pos
+        if pos >= n:
+            self._data = b""
+            self._pos = 0
+
+    def release_all(self) -> None:
+        """Parse what was read, then read nothing more: the connections are closing."""
+        self.drain()
+        for conn in list(self.conns.values()):
+            self.forget(conn)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        self.release_all()
+        self.lib.fr_stop()
+
+
 class Worker:
     def __init__(self, system: str, secret: str, bind: str, wid: int) -> None:
         self.system = system
@@ -316,7 +480,7 @@ class Worker:
         self.dups = 0
         self.foreign = 0
         self.track_last = False
-        self.last: dict[str, list[int]] = {}  # "sender:seq" -> [max latency µs, receivers]
+        self.last: dict[str, list[int]] = {}  # "sender:seq" -> [max µs, receivers, min µs]
         self.room_senders: dict[str, set[int]] = {}
         # sending
         self.senders: list[Conn] = []
@@ -330,6 +494,8 @@ class Worker:
         self.skipped = 0
         self._tick: asyncio.TimerHandle | None = None
         self.resume_t: list[float] = []
+        self.fast: FastReader | None = None  # when BENCH_FASTREAD names the library
+        self.fast_read = False  # the scenario asked for it: ready connections go to `fast`
 
     def token(self, user: str) -> str:
         tok = self.tokens.get(user)
@@ -445,10 +611,12 @@ class Worker:
             key = f"{sender}:{seq}"
             rec = self.last.get(key)
             if rec is None:
-                self.last[key] = [lat_us, 1]
+                self.last[key] = [lat_us, 1, lat_us]  # slowest, receivers, fastest
             else:
                 if lat_us > rec[0]:
                     rec[0] = lat_us
+                elif lat_us < rec[2]:
+                    rec[2] = lat_us
                 rec[1] += 1
 
     # Commands ------------------------------------------------------------------
@@ -519,6 +687,7 @@ class Worker:
 
     async def reconnect(self, concurrency: int, wait_s: float) -> None:
         """Reconnect every closed connection with `since` = the last seq it saw."""
+        self.drain()
         sem = asyncio.Semaphore(concurrency)
         todo = [c for c in self.conns if c.closed]
         for c in todo:
@@ -590,7 +759,12 @@ class Worker:
         wait = max(0.002, t - time.monotonic())
         self._tick = asyncio.get_running_loop().call_later(wait, self.tick)
 
+    def drain(self) -> None:
+        if self.fast is not None:
+            self.fast.drain()
+
     def stats(self) -> None:
+        self.drain()
         emit(
             "stats",
             delivered={str(k): v for k, v in self.delivered.items()},
@@ -611,6 +785,7 @@ class Worker:
 
     def verify(self, sent: dict[str, int]) -> None:
         """Per receiver, per sender of its room: lost = sent - distinct received."""
+        self.drain()
         lost = 0
         expected = 0
         got = 0
@@ -644,6 +819,8 @@ class Worker:
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
+        if self.fast is not None:
+            self.fast.release_all()
         for c in self.conns:
             if c.transport is not None and not c.transport.is_closing():
                 c.transport.write(masked(0x8, (1000).to_bytes(2, "big")))
@@ -669,6 +846,9 @@ async def serve(worker: Worker) -> None:
         "verify": lambda c: worker.verify(c["sent"]),
         "close": lambda c: worker.close_all(),
     }
+    lib = os.environ.get("BENCH_FASTREAD")
+    if lib:
+        worker.fast = FastReader(worker, lib)
     emit("hello", pid=os.getpid())
     while True:
         line = await reader.readline()
@@ -680,9 +860,11 @@ async def serve(worker: Worker) -> None:
             break
         if name == "config":
             worker.track_last = bool(cmd.get("track_last"))
+            worker.fast_read = bool(cmd.get("fast_read")) and worker.fast is not None
             worker.room_senders = {r: set(s) for r, s in cmd.get("room_senders", {}).items()}
-            emit("configured")
+            emit("configured", reader="fastread" if worker.fast_read else "uvloop")
         elif name == "sent":
+            worker.drain()
             emit(
                 "sent",
                 steps={
@@ -693,6 +875,8 @@ async def serve(worker: Worker) -> None:
         else:
             handlers[name](cmd)
     worker.close_all()
+    if worker.fast is not None:
+        worker.fast.stop()
     await asyncio.sleep(0.1)
 
 

@@ -37,6 +37,7 @@ import asyncpg
 from tests.topics import drop_topics
 
 from bench import flood, parley_only, scenarios
+from bench.driver import build_fastread
 from bench.scenarios import FULL, QUICK
 from bench.systems import ALL, Channels, Env, Parley, SioKafka, SioRedis, System
 
@@ -260,6 +261,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.monotonic()
     fd_limit = raise_fd_limit()
     bench_python = await asyncio.to_thread(ensure_bench_venv)
+    fastread = await asyncio.to_thread(build_fastread, CACHE)
+    if fastread is not None:
+        os.environ["BENCH_FASTREAD"] = str(fastread)  # the load workers inherit it
+    else:
+        os.environ.pop("BENCH_FASTREAD", None)
     kafka, admin_url = await asyncio.to_thread(services)
     redis_url = redis_pid = redis_port = None
     if any(s in NEEDS_REDIS for s in systems):

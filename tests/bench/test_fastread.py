@@ -1,0 +1,189 @@
+"""The load generator's C receive path (bench/fastread.c) reads what uvloop read.
+
+The benchmark's latencies are the C thread's stamps and its exactly-once counts
+are the frames it keeps, so the instrument itself is tested: frames cut at
+any byte, several in one read, long ones, fragments, the bytes Python had
+already read when it handed the socket over, pings answered at once, a close
+frame and the end of the stream handed back to Python, and nothing read once
+a connection is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench.driver import build_fastread
+from bench.loadgen import FastReader
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A server's frame: unmasked."""
+    n = len(payload)
+    head = bytes(((0x80 if fin else 0) | opcode,))
+    if n < 126:
+        head += bytes((n,))
+    elif n < 65536:
+        head += bytes((126,)) + n.to_bytes(2, "big")
+    else:
+        head += bytes((127,)) + n.to_bytes(8, "big")
+    return head + payload
+
+
+class Conn:
+    """What FastReader needs of bench.loadgen.Conn."""
+
+    def __init__(self, idx: int, transport: asyncio.Transport) -> None:
+        self.idx = idx
+        self.transport = transport
+        self.buf = b""
+        self.frag = b""
+        self.handed = False
+        self.controls: list[tuple[int, bytes]] = []
+
+    def control(self, op: int, payload: bytes) -> None:
+        self.controls.append((op, payload))
+        self.transport.close()
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, bytes, int]] = []
+        self.errors: list[str] = []
+
+    def on_frame(self, conn: Conn, payload: bytes, now: int) -> None:
+        self.frames.append((conn.idx, payload, now))
+
+    def note_error(self, what: str) -> None:
+        self.errors.append(what)
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    built = build_fastread(tmp_path_factory.mktemp("fastread"))
+    assert built is not None, "bench/fastread.c did not build (no C compiler?)"
+    return built
+
+
+@pytest.fixture
+async def fast(lib: Path) -> AsyncIterator[tuple[Worker, FastReader]]:
+    """A worker's stand-in and its reader thread, stopped after the test."""
+    w = Worker()
+    reader = FastReader(w, str(lib))  # type: ignore[arg-type]
+    yield w, reader
+    reader.stop()
+
+
+async def pair(idx: int) -> tuple[Conn, socket.socket]:
+    """A connection read by uvloop's stand-in (asyncio) and the server's end of it."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(True)
+    holder: dict[str, Any] = {}
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            holder["t"] = transport
+
+        def data_received(self, data: bytes) -> None:
+            raise AssertionError("read by the event loop after the handover")
+
+    await asyncio.get_running_loop().create_connection(Proto, sock=ours)
+    await asyncio.sleep(0)  # the transport starts reading, as the worker's had
+    return Conn(idx, holder["t"]), theirs
+
+
+def hang_up(reader: FastReader, conn: Conn, server: socket.socket) -> None:
+    reader.forget(conn)  # type: ignore[arg-type]
+    conn.transport.close()
+    server.close()
+
+
+async def until(cond: Any, reader: FastReader, wait_s: float = 5.0) -> None:
+    deadline = time.monotonic() + wait_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+        reader.drain()
+
+
+async def test_frames_cut_anywhere_arrive_whole_in_order(fast: tuple[Worker, FastReader]) -> None:
+    w, reader = fast
+    conn, server = await pair(7)
+    texts = [b"a", b"x" * 125, b"y" * 126, b"z" * 70_000, b'{"room":"r","seq":1}']
+    stream = b"".join(frame(1, t) for t in texts)
+    # Python had read the first frame and 3 bytes of the second when it handed over.
+    read_before = len(frame(1, texts[0])) + 3
+    conn.buf = stream[:read_before]
+    reader.take(conn)  # type: ignore[arg-type]
+    assert conn.handed and conn.buf == b""
+    t0 = time.monotonic_ns()
+    rest = stream[read_before:]
+    for cut in (1, 2, 5, 200, 1000, 40_000):  # a header cut, a payload cut, several
+        server.sendall(rest[:cut])
+        rest = rest[cut:]
+        await asyncio.sleep(0.002)
+    server.sendall(rest)
+    await until(lambda: len(w.frames) == len(texts), reader)
+    assert [p for _, p, _ in w.frames] == texts
+    assert all(i == 7 for i, _, _ in w.frames)
+    stamps = [t for _, _, t in w.frames]
+    assert stamps == sorted(stamps)
+    assert stamps[-1] >= t0  # the read's stamp, on time.monotonic_ns()'s clock
+    hang_up(reader, conn, server)
+
+
+async def test_fragments_are_joined_and_pings_answered_at_once(
+    fast: tuple[Worker, FastReader],
+) -> None:
+    w, reader = fast
+    conn, server = await pair(1)
+    reader.take(conn)  # type: ignore[arg-type]
+    server.sendall(frame(1, b"hel", fin=False) + frame(9, b"are you there") + frame(0, b"lo"))
+    server.settimeout(5)
+    # The pong comes without a drain: the thread answers it.
+    pong = server.recv(100)
+    assert pong == bytes((0x8A, 0x80 | 13)) + b"\0\0\0\0" + b"are you there"
+    await until(lambda: len(w.frames) == 1, reader)
+    assert w.frames[0][1] == b"hello"
+    hang_up(reader, conn, server)
+
+
+async def test_close_frame_and_end_of_stream_go_back_to_python(
+    fast: tuple[Worker, FastReader],
+) -> None:
+    w, reader = fast
+    closing, s1 = await pair(1)
+    ending, s2 = await pair(2)
+    reader.take(closing)  # type: ignore[arg-type]
+    reader.take(ending)  # type: ignore[arg-type]
+    s1.sendall(frame(1, b"last") + frame(8, (1001).to_bytes(2, "big")) + frame(1, b"after"))
+    s2.sendall(frame(1, b"bye"))
+    s2.close()
+    await until(lambda: closing.controls and ending.transport.is_closing(), reader)
+    assert closing.controls == [(8, (1001).to_bytes(2, "big"))]
+    assert not closing.handed and not ending.handed
+    assert reader.conns == {}
+    assert sorted(p for _, p, _ in w.frames) == [b"bye", b"last"]  # nothing after a close
+    s1.close()
+    await asyncio.sleep(0)  # the transports' closing callbacks
+
+
+async def test_a_forgotten_connection_is_not_read(fast: tuple[Worker, FastReader]) -> None:
+    w, reader = fast
+    conn, server = await pair(3)
+    reader.take(conn)  # type: ignore[arg-type]
+    server.sendall(frame(1, b"one"))
+    await until(lambda: len(w.frames) == 1, reader)
+    reader.forget(conn)  # type: ignore[arg-type]
+    server.sendall(frame(1, b"two"))
+    await asyncio.sleep(0.1)
+    reader.drain()
+    assert [p for _, p, _ in w.frames] == [b"one"]
+    conn.transport.close()
+    server.close()
