@@ -180,8 +180,11 @@ async def rooms_and_clients(
 
 # --- persistence ------------------------------------------------------------------------
 
-PERSIST_N = 20_000
-SENDERS = 10
+# Enough for a dozen of the worker's batches (5,000 records): it writes one in tens of
+# milliseconds, and with 20,000 a test loop held up on a loaded CI host saw the second
+# kill land after the last of four.
+PERSIST_N = 60_000
+SENDERS = 30  # 2,000 sends each: within the harness's burst of PARLEY_RATE_BURST=2000
 
 
 async def test_persist_worker_killed_mid_batch_loses_and_duplicates_nothing(
