@@ -11,13 +11,17 @@
  * the burst is over. Latency is the read's stamp, not the parse's.
  *
  * The thread runs without the GIL (ctypes releases it around every call, and
- * the thread never calls into Python). It answers WebSocket pings itself;
- * everything else (text, binary, fragments, close frames, end of stream) is
- * recorded for Python, which owns the connection and closes it.
+ * the thread never calls into Python). It never writes: every frame (text,
+ * binary, fragments, pings, close frames) and the end of a stream is recorded
+ * for Python, which owns the connection, answers pings through its transport
+ * (so that a pong never lands inside a frame uvloop is still writing) and
+ * closes it.
  *
  * Record: u32 id, u8 kind, 3 pad, u32 length, u64 t_ns, then the payload.
- * kinds: 0 final data frame, 3 non-final fragment, 1 close frame, 2 end of
- * stream or read error (the connection is no longer read after 1 or 2).
+ * kinds: 0 final data frame, 3 non-final fragment, 4 ping, 1 close frame,
+ * 2 end of stream, read error or a frame too long to be one (the connection
+ * is no longer read after 1 or 2). A failed epoll_wait ends the thread and
+ * is reported by fr_status.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,6 +37,7 @@
 
 #define STOP_ID 0xFFFFFFFFu
 #define HEAD 20
+#define MAX_FRAME (1u << 30)
 
 typedef struct {
     int fd;
@@ -53,6 +58,7 @@ static int cur;
 static uint64_t pending, last_ns, first_ns;
 static int urgent;
 static uint64_t nap_ns = 200000;
+static int failed; /* errno of an epoll_wait that ended the thread */
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -99,18 +105,8 @@ static void drop(uint32_t id) {
     c->carry_len = c->carry_cap = 0;
 }
 
-static void pong(int fd, const uint8_t *payload, size_t n) {
-    uint8_t out[6 + 125];
-    if (n > 125) n = 125;
-    out[0] = 0x8A;
-    out[1] = (uint8_t)(0x80 | n);
-    memset(out + 2, 0, 4); /* a zero mask key: XOR is a no-op, as RFC 6455 allows */
-    memcpy(out + 6, payload, n);
-    (void)send(fd, out, 6 + n, MSG_NOSIGNAL | MSG_DONTWAIT);
-}
-
 /* Parse whole frames from data; return how many bytes were consumed. Under mu. */
-static size_t frames(uint32_t id, conn_t *c, const uint8_t *d, size_t n, uint64_t t) {
+static size_t frames(uint32_t id, const uint8_t *d, size_t n, uint64_t t) {
     size_t pos = 0;
     while (pos + 2 <= n) {
         uint8_t b0 = d[pos];
@@ -127,12 +123,17 @@ static size_t frames(uint32_t id, conn_t *c, const uint8_t *d, size_t n, uint64_
             hl = 10;
         }
         if (d[pos + 1] & 0x80) hl += 4; /* a server never masks; skip a key if one did */
-        if (pos + hl + len > n) break;
+        if (len > MAX_FRAME) { /* no chat frame is this long: a broken stream */
+            record(id, 2, NULL, 0, t);
+            drop(id);
+            return n;
+        }
+        if (hl > n - pos || len > n - pos - hl) break; /* the rest has not come yet */
         const uint8_t *payload = d + pos + hl;
         pos += hl + len;
         uint8_t op = b0 & 0x0F;
         if (op == 9) {
-            pong(c->fd, payload, len);
+            record(id, 4, payload, (uint32_t)len, t); /* Python answers: it owns the writes */
         } else if (op == 10) {
             continue;
         } else if (op == 8) {
@@ -159,7 +160,7 @@ static void on_readable(uint32_t id, uint8_t *rbuf, size_t rcap) {
     }
     last_ns = t;
     if (c->carry_len == 0) {
-        size_t used = frames(id, c, rbuf, (size_t)r, t);
+        size_t used = frames(id, rbuf, (size_t)r, t);
         if (c->active && used < (size_t)r) {
             if (reserve(&c->carry, &c->carry_cap, (size_t)r - used) < 0) abort();
             memcpy(c->carry, rbuf + used, (size_t)r - used);
@@ -170,7 +171,7 @@ static void on_readable(uint32_t id, uint8_t *rbuf, size_t rcap) {
     if (reserve(&c->carry, &c->carry_cap, c->carry_len + (size_t)r) < 0) abort();
     memcpy(c->carry + c->carry_len, rbuf, (size_t)r);
     c->carry_len += (size_t)r;
-    size_t used = frames(id, c, c->carry, c->carry_len, t);
+    size_t used = frames(id, c->carry, c->carry_len, t);
     if (!c->active) return;
     memmove(c->carry, c->carry + used, c->carry_len - used);
     c->carry_len -= used;
@@ -184,6 +185,9 @@ static void *run(void *arg) {
         int n = epoll_wait(ep, evs, 512, -1);
         if (n < 0) {
             if (errno == EINTR) continue;
+            pthread_mutex_lock(&mu);
+            failed = errno;
+            pthread_mutex_unlock(&mu);
             return NULL;
         }
         pthread_mutex_lock(&mu);
@@ -248,7 +252,7 @@ int fr_add(uint32_t id, int fd, const uint8_t *carry, size_t carry_len) {
     c->active = 1;
     if (carry_len) {
         uint64_t t = now_ns();
-        size_t used = frames(id, c, carry, carry_len, t);
+        size_t used = frames(id, carry, carry_len, t);
         if (c->active && used < carry_len) {
             if (reserve(&c->carry, &c->carry_cap, carry_len - used) < 0) abort();
             memcpy(c->carry, carry + used, carry_len - used);
@@ -258,6 +262,9 @@ int fr_add(uint32_t id, int fd, const uint8_t *carry, size_t carry_len) {
     if (c->active) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = id};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            free(c->carry);
+            c->carry = NULL;
+            c->carry_len = c->carry_cap = 0;
             c->active = 0;
             rc = -1;
         }
@@ -274,13 +281,15 @@ void fr_remove(uint32_t id) {
 }
 
 /* status[0] records pending, [1] stamp of the last read with data, [2] stamp of the
- * oldest pending record, [3] 1 if a close or end of stream is pending. */
+ * oldest pending record, [3] 1 if a close or end of stream is pending, [4] the errno
+ * that stopped the thread (0 while it reads). */
 void fr_status(uint64_t *status) {
     pthread_mutex_lock(&mu);
     status[0] = pending;
     status[1] = last_ns;
     status[2] = first_ns;
     status[3] = (uint64_t)urgent;
+    status[4] = (uint64_t)failed;
     pthread_mutex_unlock(&mu);
 }
 
@@ -304,6 +313,8 @@ void fr_stop(void) {
     (void)write(stop_fd, &one, sizeof one);
     pthread_join(thread, NULL);
     running = 0;
+    for (size_t i = 0; i < conns_cap; i++) drop((uint32_t)i);
+    failed = 0;
     close(ep);
     close(stop_fd);
     ep = stop_fd = -1;

@@ -353,7 +353,7 @@ class FastReader:
         self.lib = lib
         self.w = worker
         self.conns: dict[int, Conn] = {}
-        self._status = (ctypes.c_uint64 * 4)()
+        self._status = (ctypes.c_uint64 * 5)()
         self._ptr = ctypes.c_void_p()
         self._data = b""  # records taken from the thread, parsed up to _pos
         self._pos = 0
@@ -375,15 +375,27 @@ class FastReader:
         self.conns[conn.idx] = conn
 
     def forget(self, conn: Conn) -> None:
-        """Stop reading conn's socket: before its transport closes it."""
+        """Stop reading conn's socket (before its transport closes it), keeping what was read."""
         self.lib.fr_remove(conn.idx)
+        self.drain()  # its frames read so far count, as uvloop's would have
         conn.handed = False
         self.conns.pop(conn.idx, None)
 
     def poll(self) -> None:
+        try:
+            self._poll()
+        finally:  # a frame that raised must not stop the parsing of the others
+            if self._pos < len(self._data):
+                self._timer = self._loop.call_soon(self.poll)  # the rest after what else is due
+            else:
+                self._timer = self._loop.call_later(self.POLL_S, self.poll)
+
+    def _poll(self) -> None:
         if self._pos >= len(self._data):
             st = self._status
             self.lib.fr_status(st)
+            if st[4]:
+                self.w.note_error(f"fastread: the reader thread stopped (errno {st[4]})")
             now = time.monotonic_ns()
             if st[0] and (
                 st[3]
@@ -394,10 +406,6 @@ class FastReader:
                 self._take()
         if self._pos < len(self._data):
             self._parse(self.SLICE)
-        if self._pos < len(self._data):
-            self._timer = self._loop.call_soon(self.poll)  # the rest after what else is due
-        else:
-            self._timer = self._loop.call_later(self.POLL_S, self.poll)
 
     def drain(self) -> None:
         """Parse every frame read so far, now (before counts are reported)."""
@@ -414,21 +422,24 @@ class FastReader:
         self._pos = 0
 
     def _parse(self, budget: int | None) -> None:
-        """Up to `budget` records (all if None), in the order the thread read them."""
+        """Up to `budget` records (all if None), in the order the thread read them.
+
+        The position moves past each record before it is handled, so that one
+        that raises is not handled again (its frames counted twice).
+        """
         data = self._data
         n = len(data)
-        pos = self._pos
         unpack = RECORD.unpack_from
         head = RECORD.size
         conns = self.conns
         on_frame = self.w.on_frame
         left = -1 if budget is None else budget
-        while pos < n and left != 0:
+        while self._pos < n and left != 0:
             left -= 1
+            pos = self._pos
             cid, kind, ln, t = unpack(data, pos)
-            pos += head
-            payload = data[pos : pos + ln]
-            pos += ln
+            payload = data[pos + head : pos + head + ln]
+            self._pos = pos + head + ln
             conn = conns.get(cid)
             if conn is None:
                 continue
@@ -439,6 +450,8 @@ class FastReader:
                 on_frame(conn, payload, t)
             elif kind == 3:
                 conn.frag += payload
+            elif kind == 4:
+                conn.control(9, payload)  # the pong goes through the transport's writes
             else:  # the thread no longer reads it: a close frame (1) or the end (2)
                 conn.handed = False
                 del conns[cid]
@@ -446,8 +459,7 @@ class FastReader:
                     conn.control(8, payload)
                 elif conn.transport is not None:
                     conn.transport.close()
-        self._pos = pos
-        if pos >= n:
+        if self._pos >= n:
             self._data = b""
             self._pos = 0
 

@@ -291,9 +291,9 @@ def render(r: dict[str, Any], plots: dict[str, str | None], plot_rel: str) -> st
         " own collections are counted as the system's.",
         "- In the big room each worker hands its members' sockets, once joined, to a"
         " thread in C (`bench/fastread.c`, built with the system's `cc` when the"
-        " benchmark starts): it reads them with epoll, answers WebSocket pings, stamps"
-        " each read with the same clock and keeps the frames, which the worker's"
-        " Python parses and counts once the burst is over. Reading 5,000 frames"
+        " benchmark starts): it reads them with epoll, stamps each read with the same"
+        " clock and keeps the frames, which the worker's Python parses and counts"
+        " (and answers, for pings) once the burst is over. Reading 5,000 frames"
         " through uvloop and Python cost about 7 µs of CPU a frame on the two cores"
         " the servers were writing with; when fewer than 64 sockets are ready the"
         " thread waits 0.5 ms before looking again, so that a burst wakes it a few"

@@ -11,6 +11,7 @@ a connection is forgotten.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -48,7 +49,8 @@ class Conn:
 
     def control(self, op: int, payload: bytes) -> None:
         self.controls.append((op, payload))
-        self.transport.close()
+        if op == 8:
+            self.transport.close()
 
 
 class Worker:
@@ -138,19 +140,17 @@ async def test_frames_cut_anywhere_arrive_whole_in_order(fast: tuple[Worker, Fas
     hang_up(reader, conn, server)
 
 
-async def test_fragments_are_joined_and_pings_answered_at_once(
+async def test_fragments_are_joined_and_pings_answered_through_python(
     fast: tuple[Worker, FastReader],
 ) -> None:
     w, reader = fast
     conn, server = await pair(1)
     reader.take(conn)  # type: ignore[arg-type]
     server.sendall(frame(1, b"hel", fin=False) + frame(9, b"are you there") + frame(0, b"lo"))
-    server.settimeout(5)
-    # The pong comes without a drain: the thread answers it.
-    pong = server.recv(100)
-    assert pong == bytes((0x8A, 0x80 | 13)) + b"\0\0\0\0" + b"are you there"
     await until(lambda: len(w.frames) == 1, reader)
     assert w.frames[0][1] == b"hello"
+    # The ping went back to Python, which owns the writes: its control() answers it.
+    assert conn.controls == [(9, b"are you there")]
     hang_up(reader, conn, server)
 
 
@@ -187,3 +187,60 @@ async def test_a_forgotten_connection_is_not_read(fast: tuple[Worker, FastReader
     assert [p for _, p, _ in w.frames] == [b"one"]
     conn.transport.close()
     server.close()
+
+
+async def test_a_length_no_frame_has_ends_the_stream(fast: tuple[Worker, FastReader]) -> None:
+    w, reader = fast
+    conn, server = await pair(4)
+    reader.take(conn)  # type: ignore[arg-type]
+    server.sendall(frame(1, b"ok") + bytes((0x81, 127)) + b"\xff" * 8 + b"junk")
+    await until(lambda: conn.transport.is_closing(), reader)
+    assert [p for _, p, _ in w.frames] == [b"ok"]
+    assert not conn.handed
+    server.close()
+
+
+async def test_frames_read_before_a_connection_is_lost_still_count(
+    fast: tuple[Worker, FastReader],
+) -> None:
+    w, reader = fast
+    conn, server = await pair(5)
+    reader.take(conn)  # type: ignore[arg-type]
+    reader._timer.cancel()  # nothing parses them but what forget() does
+    server.sendall(frame(1, b"read") + frame(1, b"too"))
+    deadline = time.monotonic() + 5
+    while _pending(reader) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    reader.forget(conn)  # type: ignore[arg-type]  # as Conn.connection_lost does
+    assert [p for _, p, _ in w.frames] == [b"read", b"too"]
+    conn.transport.close()
+    server.close()
+
+
+async def test_a_frame_that_raises_is_neither_counted_twice_nor_the_end(
+    fast: tuple[Worker, FastReader],
+) -> None:
+    w, reader = fast
+    conn, server = await pair(6)
+    reader.take(conn)  # type: ignore[arg-type]
+    seen: list[bytes] = []
+
+    def on_frame(c: Conn, payload: bytes, now: int) -> None:
+        seen.append(payload)
+        if payload == b"bad":
+            raise ValueError("a frame the worker cannot handle")
+
+    w.on_frame = on_frame  # type: ignore[method-assign,assignment]
+    server.sendall(frame(1, b"one") + frame(1, b"bad") + frame(1, b"two"))
+    deadline = time.monotonic() + 5
+    while seen != [b"one", b"bad", b"two"]:  # parsed by the reader's own timer
+        assert time.monotonic() < deadline, seen
+        await asyncio.sleep(0.01)
+    hang_up(reader, conn, server)
+
+
+def _pending(reader: FastReader) -> int:
+    status = (ctypes.c_uint64 * 5)()
+    reader.lib.fr_status(status)
+    return int(status[0])
