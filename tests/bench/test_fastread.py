@@ -100,6 +100,13 @@ async def pair(idx: int) -> tuple[Conn, socket.socket]:
     return Conn(idx, holder["t"]), theirs
 
 
+async def handed(reader: FastReader, idx: int) -> tuple[Conn, socket.socket]:
+    """A connection read by the C thread from the start, and the server's end."""
+    conn, server = await pair(idx)
+    reader.take(conn)  # type: ignore[arg-type]
+    return conn, server
+
+
 def hang_up(reader: FastReader, conn: Conn, server: socket.socket) -> None:
     reader.forget(conn)  # type: ignore[arg-type]
     conn.transport.close()
@@ -144,8 +151,7 @@ async def test_fragments_are_joined_and_pings_answered_through_python(
     fast: tuple[Worker, FastReader],
 ) -> None:
     w, reader = fast
-    conn, server = await pair(1)
-    reader.take(conn)  # type: ignore[arg-type]
+    conn, server = await handed(reader, 1)
     server.sendall(frame(1, b"hel", fin=False) + frame(9, b"are you there") + frame(0, b"lo"))
     await until(lambda: len(w.frames) == 1, reader)
     assert w.frames[0][1] == b"hello"
@@ -176,8 +182,7 @@ async def test_close_frame_and_end_of_stream_go_back_to_python(
 
 async def test_a_forgotten_connection_is_not_read(fast: tuple[Worker, FastReader]) -> None:
     w, reader = fast
-    conn, server = await pair(3)
-    reader.take(conn)  # type: ignore[arg-type]
+    conn, server = await handed(reader, 3)
     server.sendall(frame(1, b"one"))
     await until(lambda: len(w.frames) == 1, reader)
     reader.forget(conn)  # type: ignore[arg-type]
@@ -191,8 +196,7 @@ async def test_a_forgotten_connection_is_not_read(fast: tuple[Worker, FastReader
 
 async def test_a_length_no_frame_has_ends_the_stream(fast: tuple[Worker, FastReader]) -> None:
     w, reader = fast
-    conn, server = await pair(4)
-    reader.take(conn)  # type: ignore[arg-type]
+    conn, server = await handed(reader, 4)
     server.sendall(frame(1, b"ok") + bytes((0x81, 127)) + b"\xff" * 8 + b"junk")
     await until(lambda: conn.transport.is_closing(), reader)
     assert [p for _, p, _ in w.frames] == [b"ok"]
@@ -204,8 +208,7 @@ async def test_frames_read_before_a_connection_is_lost_still_count(
     fast: tuple[Worker, FastReader],
 ) -> None:
     w, reader = fast
-    conn, server = await pair(5)
-    reader.take(conn)  # type: ignore[arg-type]
+    conn, server = await handed(reader, 5)
     reader._timer.cancel()  # nothing parses them but what forget() does
     server.sendall(frame(1, b"read") + frame(1, b"too"))
     deadline = time.monotonic() + 5
@@ -222,8 +225,7 @@ async def test_a_frame_that_raises_is_neither_counted_twice_nor_the_end(
     fast: tuple[Worker, FastReader],
 ) -> None:
     w, reader = fast
-    conn, server = await pair(6)
-    reader.take(conn)  # type: ignore[arg-type]
+    conn, server = await handed(reader, 6)
     seen: list[bytes] = []
 
     def on_frame(c: Conn, payload: bytes, now: int) -> None:
