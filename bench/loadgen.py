@@ -464,10 +464,13 @@ class FastReader:
             self._pos = 0
 
     def release_all(self) -> None:
-        """Parse what was read, then read nothing more: the connections are closing."""
+        """Read nothing more, then parse what was read: the connections are closing."""
+        for idx in self.conns:
+            self.lib.fr_remove(idx)
         self.drain()
-        for conn in list(self.conns.values()):
-            self.forget(conn)
+        for conn in self.conns.values():
+            conn.handed = False
+        self.conns.clear()
 
     def stop(self) -> None:
         self._timer.cancel()
