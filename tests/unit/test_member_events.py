@@ -5,12 +5,14 @@ one that is true ends it, and live messages stop from the moment it is read."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
 
 from parley.gateway.node import AckWaiter, Node, NotMember
-from parley.log.records import Event
+from parley.log.base import LogRecord, partition_for
+from parley.log.records import Event, encode_message, encode_removal
 from parley.protocol.messages import Ack
 from tests.unit.inprocess import Opened, until
 
@@ -177,3 +179,59 @@ async def test_a_subscribe_cut_by_a_removal_is_answered_not_member(
     await asyncio.sleep(0)
     assert bob.frames("subscribed") == []
     assert bob.frames("unsubscribed") == [], "it was never subscribed: not_member says it all"
+
+
+def events_of_a_lag(node: Node) -> list[Event]:
+    """The node's `member` events are kept back (its events topic lags): only
+    the removal's record in the room's partition of the messages topic remains."""
+    kept: list[Event] = []
+    produce = node._produce_event
+
+    def lagging(event: Event) -> object:
+        if event.kind == "member":
+            kept.append(event)
+            return None
+        return produce(event)
+
+    node._produce_event = lagging  # type: ignore[method-assign,assignment]
+    return kept
+
+
+async def test_a_removal_stops_messages_sent_after_it_however_late_its_event(
+    nodes: tuple[Node, Node],
+) -> None:
+    a, _, bob = await bob_in_the_club(nodes)
+    await send(a, "alice", "club", "welcome")
+    await until(lambda: bodies(bob) == ["welcome"])
+    kept = events_of_a_lag(a)
+    assert await a.remove_member("club", "bob")
+    assert [e.status for e in kept] == ["removed"]
+    await send(a, "alice", "club", "secret")
+    await until(lambda: bob.frames("unsubscribed") != [])
+    await asyncio.sleep(0.2)
+    assert bodies(bob) == ["welcome"]
+    assert "club" not in bob.session.subscriptions
+
+
+async def test_a_removal_read_in_a_batch_splits_it(nodes: tuple[Node, Node]) -> None:
+    """What came before the removal in the room's order reaches the member; what
+    came after does not, though one batch of the reader holds them all."""
+    a, b, bob = await bob_in_the_club(nodes)
+    assert await a.store.remove_member("club", "bob")
+    partition = partition_for("club", b.partitions)
+
+    def record(offset: int, value: bytes) -> LogRecord:
+        return LogRecord(b.messages_topic, partition, offset, b"club", value, 0)
+
+    now = int(time.time() * 1000)
+    b._on_messages(
+        [
+            record(10_000, encode_message("alice", "c1", "before", now)),
+            record(10_001, encode_removal("bob", a.node_id)),
+            record(10_002, encode_message("alice", "c2", "after", now)),
+        ]
+    )
+    await until(lambda: bob.frames("unsubscribed") != [])
+    await asyncio.sleep(0.1)
+    assert bodies(bob) == ["before"]
+    assert "club" not in bob.session.subscriptions

@@ -48,7 +48,9 @@ from parley.log.records import (
     Event,
     decode_event,
     decode_message,
+    decode_removal,
     encode_message,
+    encode_removal,
     events_spec,
     events_topic,
     messages_topic,
@@ -307,7 +309,7 @@ class Node:
             self._read_pos[rec.partition] = rec.offset + 1
             msg = decode_message(rec)
             if msg is None:
-                logger.warning("skipping a malformed record at %s/%s", rec.partition, rec.offset)
+                self._on_removal_record(rec, fresh)
                 continue
             first, new = self.rooms.add(msg, rec.partition)
             if new:
@@ -336,6 +338,25 @@ class Node:
             self._read_pos.get(p, 0) >= end for p, end in self._ends.items()
         ):
             self.caught_up.set()
+
+    def _on_removal_record(self, rec: LogRecord, fresh: dict[str, list[ChatMessage]]) -> None:
+        """A removal in its room's order: the room's earlier messages go out, then
+        the user's deliveries stop, before any later message of the batch."""
+        removal = decode_removal(rec)
+        if removal is None:
+            logger.warning("skipping a malformed record at %s/%s", rec.partition, rec.offset)
+            return
+        if removal.node == self.node_id:
+            return  # applied when it was made (remove_member)
+        earlier = fresh.pop(removal.room, None)
+        if earlier:
+            try:
+                self._c_frames.value += self.hub.deliver_batch(removal.room, earlier)
+            except Exception:
+                logger.exception("delivering to room %s failed", removal.room)
+        self._on_member_event(
+            Event("member", room=removal.room, user=removal.user, status="removed")
+        )
 
     def _on_events(self, records: list[LogRecord]) -> None:
         self.flusher.hold_collector()  # typing and receipts fan out to a whole room too
@@ -578,15 +599,21 @@ class Node:
         return added
 
     async def remove_member(self, room_id: str, user: str) -> bool:
-        """Committed, then at once on this node; other nodes when they read the event.
+        """Committed, then at once on this node; other nodes when they read it.
 
-        The answer waits (briefly) until the event is in the log, so every
-        node is already reading it when the caller hears that it is done.
+        The answer waits (briefly) until the removal is in the log twice: as a
+        `member` event (membership caches; typing and receipts, which share
+        its partition) and in the room's partition of the messages topic. So
+        every node holds the user's deliveries before it reads any message
+        sent after the answer, whichever node sent it.
         """
         removed = await self.store.remove_member(room_id, user)
         if removed:
             self._removed_here(room_id, user)
             delivered = self._members_changed(room_id, [user], "removed")
+            in_order = self._produce_removal(room_id, user)
+            if in_order is not None:
+                delivered.append(in_order)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*delivered), 5)
         return removed
@@ -604,6 +631,23 @@ class Node:
             if future is not None:
                 sent.append(future)
         return sent
+
+    def _produce_removal(self, room: str, user: str) -> asyncio.Future[Delivered] | None:
+        """The removal in the room's partition of the messages topic (records.Removal)."""
+        try:
+            future = self.log.produce(
+                self.messages_topic,
+                partition_for(room, self.partitions),
+                room,
+                encode_removal(user, self.node_id),
+            )
+            future.add_done_callback(_event_delivered)
+            return future
+        except LogUnavailable as exc:
+            logger.warning(
+                "removal of %s from %s not written in the room's order: %s", user, room, exc
+            )
+            return None
 
     def _produce_event(self, event: Event) -> asyncio.Future[Delivered] | None:
         try:

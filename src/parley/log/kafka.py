@@ -102,14 +102,17 @@ class KafkaLog(Log):
                 **self._base_config(),
                 "enable.idempotence": True,
                 "acks": "all",
-                # A fixed 5 ms, not Nagle's rule (linger 0, one request in
-                # flight), which cut 5 ms from every delivery at low rates: a
-                # member removed on one node then kept getting messages sent
-                # after the removal was answered on another, whose events
-                # reader had not yet read it (tests/security/test_removal.py
-                # failed in CI). Membership events and messages are separate
-                # topics; what orders them is this head start (bench/analysis.md).
-                "linger.ms": 5,
+                # Nagle's rule instead of a fixed wait: a send goes out at once
+                # when no request is in flight, and what comes while one is
+                # out waits for it and goes in the next, one batch. At chat's
+                # usual rates that is no wait at all (a fixed 5 ms linger was
+                # 5 of the big room's ~38 ms); under load the batches grow
+                # with the broker's round trip. Nothing may rely on a head
+                # start in the producer: a removal is ordered before later
+                # messages by its record in the room's partition
+                # (records.Removal), not by time.
+                "linger.ms": 0,
+                "max.in.flight.requests.per.connection": 1,
                 "message.timeout.ms": self._timeout_ms,
                 "queue.buffering.max.messages": 500_000,
                 "compression.type": "lz4",

@@ -2,7 +2,9 @@
 
 Topics (names get the deployment's prefix):
 - `<prefix>.messages`: chat messages, key = room id, so a room is one
-  partition and its order is the partition's order; seq = offset.
+  partition and its order is the partition's order; seq = offset. A room's
+  removals are written there too (`Removal`), so that every node reads one
+  before any message sent after it was answered; readers of messages skip it.
 - `<prefix>.events`: typing, receipts, presence, membership changes,
   device claims and fan-out latency reports; short retention, never stored. Keyed by room for room
   events, by node for presence and heartbeats, by user for device claims,
@@ -70,6 +72,38 @@ def decode_message(record: LogRecord) -> ChatMessage | None:
         ts_ms=ts,
         client_id=client_id,
     )
+
+
+@dataclass(slots=True, frozen=True)
+class Removal:
+    """A member removed from a room, in the room's partition of the messages topic.
+
+    The `member` event (events topic) tells every node's membership cache; this
+    record puts the removal in the room's own order, so a node holds the
+    user's deliveries before it reads any message sent after the removal was
+    answered, however far its reader of the events topic lags.
+    """
+
+    room: str
+    user: str
+    node: str
+
+
+def encode_removal(user: str, node: str) -> bytes:
+    return orjson.dumps({"removed": user, "n": node})
+
+
+def decode_removal(record: LogRecord) -> Removal | None:
+    """The removal a record holds, or None (a message, or not written by Parley)."""
+    try:
+        obj = orjson.loads(record.value)
+        room = (record.key or b"").decode()
+        user, node = obj["removed"], obj["n"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+    if not (isinstance(user, str) and isinstance(node, str) and room and user):
+        return None
+    return Removal(room, user, node)
 
 
 # Bounds (ms) of the produce → fan-out latency histogram that gateways report
