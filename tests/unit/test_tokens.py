@@ -7,12 +7,15 @@ import hashlib
 import hmac
 import json
 import time
+import warnings
 from collections.abc import Callable
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parley.auth.tokens import Identity, InvalidToken, TokenVerifier, VerifierConfig, issue_token
 
@@ -212,3 +215,109 @@ def test_a_verified_token_still_expires_and_matures_on_the_clock() -> None:
     refused(lambda: v.verify(token), "expired")
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     refused(lambda: v.verify(forged), "signature|invalid")
+
+
+# The check without PyJWT (TokenVerifier._plainly_valid) -------------------------
+
+_VALUES: list[object] = ["alice", "", "bad user!", 7, 1.5, None, True, [], ["chat"], {"a": 1}]
+
+
+def _pick(draw: st.DrawFn, usual: object) -> object:
+    """A claim or header value: mostly the usual one, else anything odd, or absent."""
+    if draw(st.integers(0, 9)) < 8:
+        return usual
+    return draw(st.sampled_from([*_VALUES, _ABSENT]))
+
+
+_ABSENT = object()
+
+
+@st.composite
+def tokens(draw: st.DrawFn) -> str:
+    now = int(time.time())
+    header = {
+        "alg": _pick(draw, draw(st.sampled_from(["HS256", "HS384", "HS512", "RS256", "none"]))),
+        "typ": _pick(draw, "JWT"),
+    }
+    if draw(st.booleans()):
+        header[draw(st.sampled_from(["kid", "crit", "b64", "cty"]))] = _pick(draw, "x")
+    body = {
+        "sub": _pick(draw, "alice"),
+        "exp": _pick(draw, now + 600),
+        "nbf": _pick(draw, now - 5),
+        "iss": _pick(draw, "parley"),
+        "aud": _pick(draw, draw(st.sampled_from(["chat", ["x", "chat"], ["x"], "other"]))),
+        "jti": _pick(draw, "j1"),
+        "name": _pick(draw, "Alice"),
+    }
+    header = {k: v for k, v in header.items() if v is not _ABSENT}
+    body = {k: v for k, v in body.items() if v is not _ABSENT}
+    alg = header.get("alg")
+    digest = {"HS384": hashlib.sha384, "HS512": hashlib.sha512}.get(str(alg), hashlib.sha256)
+    key = draw(st.sampled_from([SECRET.encode()] * 3 + [b"another-secret-of-about-that-length!"]))
+    head = b64(json.dumps(header).encode())
+    payload = b64(json.dumps(body).encode())
+    signature = b64(hmac.new(key, f"{head}.{payload}".encode(), digest).digest())
+    token = f"{head}.{payload}.{signature}"
+    damage = draw(st.sampled_from(["", "", "", "", "pad", "space", "segment", "cut", "char"]))
+    if damage == "pad":
+        token = f"{head}=.{payload}.{signature}"
+    elif damage == "space":
+        token = f" {token}"
+    elif damage == "segment":
+        token = f"{token}.{signature}"
+    elif damage == "cut":
+        token = token[: draw(st.integers(1, len(token) - 1))]
+    elif damage == "char":
+        i = draw(st.integers(0, len(token) - 1))
+        token = token[:i] + draw(st.sampled_from("Aa_-.+/!é")) + token[i + 1 :]
+    return token
+
+
+def _outcome(v: TokenVerifier, token: str) -> tuple[str, object]:
+    try:
+        return "ok", v.verify(token)
+    except InvalidToken as exc:
+        return "refused", str(exc)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    token=tokens(),
+    issuer=st.sampled_from([None, "parley"]),
+    audience=st.sampled_from([None, "chat"]),
+)
+def test_tokens_checked_without_pyjwt_get_pyjwts_answer(
+    token: str, issuer: str | None, audience: str | None
+) -> None:
+    """Whatever a token holds, the answer (identity, or refusal and its reason)
+    is the one PyJWT alone gives: the quick check accepts only what it would."""
+    config = VerifierConfig(
+        ("HS256", "HS384", "HS512"), secret=SECRET, issuer=issuer, audience=audience
+    )
+    quick = TokenVerifier(config)
+    pyjwt_only = TokenVerifier(config)
+    pyjwt_only._plainly_valid = lambda token: None  # type: ignore[method-assign]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _outcome(quick, token) == _outcome(pyjwt_only, token)
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+def test_a_usual_token_is_checked_without_pyjwt(alg: str) -> None:
+    """The quick check is the one taken (a connection storm's tokens), and it
+    checks the signature itself."""
+    secret = SECRET * 2  # long enough for HS512
+    config = VerifierConfig((alg,), secret=secret, issuer="parley", audience="chat")
+    v = TokenVerifier(config)
+
+    def no_pyjwt(token: str) -> dict[str, object]:
+        raise AssertionError("PyJWT was asked")
+
+    v._decode = no_pyjwt  # type: ignore[method-assign]
+    token = jwt.encode(claims(iss="parley", aud=["x", "chat"], name="Al"), secret, algorithm=alg)
+    assert v.verify(token) == Identity("alice", "Al", claims()["exp"])  # type: ignore[arg-type]
+    head, payload, signature = token.split(".")
+    forged = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    with pytest.raises(AssertionError, match="PyJWT was asked"):
+        v.verify(forged)  # a wrong signature is PyJWT's to refuse, with its reason

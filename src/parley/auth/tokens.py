@@ -8,18 +8,24 @@ an RSA public key) are refused.
 
 from __future__ import annotations
 
+import base64
+import hmac
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import orjson
 from jwt.algorithms import Algorithm
 
 from parley.protocol.names import is_user_id
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "PS256"})
+_HMAC_DIGESTS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class InvalidToken(Exception):
@@ -108,6 +114,12 @@ class TokenVerifier:
         for alg, key in self._keys.items():
             jws.register_algorithm(alg, _KeyedAlgorithm(jwt.get_algorithm_by_name(alg), key))
         self._algorithms = list(self._keys)
+        # The keys of the accepted HMAC algorithms, as PyJWT prepared them.
+        self._hmac_keys: dict[str, tuple[bytes, str]] = {
+            alg: (jws.get_algorithm_by_name(alg).prepare_key(key), _HMAC_DIGESTS[alg])
+            for alg, key in self._keys.items()
+            if alg in HMAC_ALGORITHMS
+        }
 
     def verify(self, token: str | None) -> Identity:
         if not token:
@@ -126,6 +138,54 @@ class TokenVerifier:
 
     def _check(self, token: str) -> tuple[Identity, float | None]:
         """Signature and claims."""
+        claims = self._plainly_valid(token)
+        if claims is None:
+            claims = self._decode(token)
+        return _identity(claims)
+
+    def _plainly_valid(self, token: str) -> dict[str, Any] | None:
+        """The claims of an HMAC token that PyJWT would accept, checked without it.
+
+        PyJWT's decode is most of a check's 40 µs (a tenth of what a gateway
+        spends on a new connection), though the signature is 2 µs. Tokens as
+        every client sends them (header `alg` and `typ` only, a valid
+        signature, the claims in order) are accepted here; anything else,
+        whatever is wrong with it, goes to PyJWT, so a refusal and its message
+        are PyJWT's alone and nothing is accepted that PyJWT would refuse.
+        """
+        parts = token.split(".")
+        if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
+            return None
+        try:
+            header = orjson.loads(_b64decode(parts[0]))
+            if not isinstance(header, dict) or not header.keys() <= {"alg", "typ"}:
+                return None
+            key = self._hmac_keys.get(header.get("alg"))  # type: ignore[arg-type]
+            if key is None or not isinstance(header.get("typ", ""), str):
+                return None
+            signed = f"{parts[0]}.{parts[1]}".encode()
+            if not hmac.compare_digest(hmac.digest(key[0], signed, key[1]), _b64decode(parts[2])):
+                return None
+            claims = orjson.loads(_b64decode(parts[1]))
+        except (ValueError, TypeError):  # base64 and JSON errors: PyJWT names them
+            return None
+        if not isinstance(claims, dict) or claims.get("exp") is None:
+            return None
+        if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("jti", ""), str):
+            return None
+        issuer, audience = self._config.issuer, self._config.audience
+        if issuer is not None and claims.get("iss") != issuer:
+            return None
+        if audience is not None:
+            aud = claims.get("aud")
+            if not aud or not (aud == audience or (isinstance(aud, list) and audience in aud)):
+                return None
+            if isinstance(aud, list) and not all(isinstance(a, str) for a in aud):
+                return None
+        return claims
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        """Signature and iss/aud by PyJWT; raises InvalidToken with its reason."""
         # The token's `alg` picks its key among the accepted algorithms only (its
         # key is bound to it); signature, iss and aud by PyJWT; exp and nbf
         # against the injected clock (PyJWT only knows the wall clock). aud is
@@ -158,17 +218,26 @@ class TokenVerifier:
             raise InvalidToken("malformed token") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
-        exp, nbf = claims.get("exp"), claims.get("nbf")
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
-            raise InvalidToken("token exp is not a number")
-        if nbf is not None and not _is_number(nbf):
-            raise InvalidToken("token nbf is not a number")
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not is_user_id(sub):
-            raise InvalidToken("token subject is not a valid user id")
-        name = claims.get("name")
-        identity = Identity(sub, name if isinstance(name, str) else None, int(exp))
-        return identity, (None if nbf is None else float(nbf))
+        return claims
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _identity(claims: dict[str, Any]) -> tuple[Identity, float | None]:
+    """The identity in checked claims, and `nbf`: exp and nbf are checked on every use."""
+    exp, nbf = claims.get("exp"), claims.get("nbf")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise InvalidToken("token exp is not a number")
+    if nbf is not None and not _is_number(nbf):
+        raise InvalidToken("token nbf is not a number")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not is_user_id(sub):
+        raise InvalidToken("token subject is not a valid user id")
+    name = claims.get("name")
+    identity = Identity(sub, name if isinstance(name, str) else None, int(exp))
+    return identity, (None if nbf is None else float(nbf))
 
 
 def _is_number(value: object) -> bool:
