@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import resource
 import socket
 import struct
@@ -310,6 +311,23 @@ class Conn(asyncio.Protocol):
 RECORD = struct.Struct("<IB3xIQ")  # bench/fastread.c: id, kind, length, t_ns
 
 
+_EPOLL_CTL_DEL = 2
+
+
+def _epoll_holding(fd: int) -> int:
+    """The epoll descriptor of this process whose set holds `fd` (-1: none)."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") != "anon_inode:[eventpoll]":
+                continue
+            with open(f"/proc/self/fdinfo/{name}") as info:
+                if re.search(rf"^tfd:\s+{fd}\s", info.read(), re.M):
+                    return int(name)
+        except OSError:
+            continue
+    return -1
+
+
 class FastReader:
     """The worker's receive path once a connection is ready: bench/fastread.c in a thread.
 
@@ -351,6 +369,8 @@ class FastReader:
         if lib.fr_start(nap_us * 1000) != 0:
             raise OSError("fastread: no epoll thread")
         self.lib = lib
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._loop_epoll: int | None = None  # found at the first hand-over
         self.w = worker
         self.conns: dict[int, Conn] = {}
         self._status = (ctypes.c_uint64 * 5)()
@@ -366,6 +386,7 @@ class FastReader:
         assert conn.transport is not None
         fd = conn.transport.get_extra_info("socket").fileno()
         conn.transport.pause_reading()
+        self._leave_loop_epoll(fd)
         if self.lib.fr_add(conn.idx, fd, conn.buf, len(conn.buf)) != 0:
             conn.transport.resume_reading()
             self.w.note_error("fastread: epoll_ctl failed, read by uvloop")
@@ -373,6 +394,24 @@ class FastReader:
         conn.buf = b""
         conn.handed = True
         self.conns[conn.idx] = conn
+
+    def _leave_loop_epoll(self, fd: int) -> None:
+        """Take the socket out of the event loop's epoll set now.
+
+        libuv stops reading lazily: the socket stays in its epoll set until
+        data arrives, and only then is it removed (epoll_ctl DEL). So the first
+        message after the members were handed over woke the worker's loop
+        once per socket, and each wake-up and removal ran on the cores the
+        servers were writing with: the first big-room message of every run
+        reached its last member 10-20 ms later than the others (perf, in
+        bench/analysis.md). libuv marks the socket as not registered when it
+        stops reading, so a later resume adds it again.
+        """
+        if self._loop_epoll is None:
+            found = _epoll_holding(fd)
+            self._loop_epoll = found if found >= 0 else None
+        if self._loop_epoll is not None:
+            self._libc.epoll_ctl(self._loop_epoll, _EPOLL_CTL_DEL, fd, None)
 
     def forget(self, conn: Conn) -> None:
         """Stop reading conn's socket (before its transport closes it), keeping what was read."""

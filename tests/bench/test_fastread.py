@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from bench.driver import build_fastread
-from bench.loadgen import FastReader
+from bench.loadgen import FastReader, _epoll_holding
 
 
 def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
@@ -242,3 +243,37 @@ def _pending(reader: FastReader) -> int:
     status = (ctypes.c_uint64 * 5)()
     reader.lib.fr_status(status)
     return int(status[0])
+
+
+def _epoll_set(epfd: int) -> set[int]:
+    with open(f"/proc/self/fdinfo/{epfd}") as info:
+        return {int(line.split()[1]) for line in info if line.startswith("tfd:")}
+
+
+def test_a_handed_socket_leaves_uvloops_epoll_set_at_once(lib: Path) -> None:
+    """uvloop (libuv) stops reading lazily, leaving the socket in its epoll set
+    until data comes; then every socket of a burst would wake the worker's loop
+    too. The hand-over takes it out at once."""
+
+    async def main() -> None:
+        w = Worker()
+        reader = FastReader(w, str(lib))  # type: ignore[arg-type]
+        try:
+            conn, server = await pair(3)
+            fd = conn.transport.get_extra_info("socket").fileno()
+            loop_epoll = _epoll_holding(fd)
+            assert loop_epoll >= 0, "uvloop reads the socket before the hand-over"
+            reader.take(conn)  # type: ignore[arg-type]
+            assert fd not in _epoll_set(loop_epoll)
+            server.sendall(frame(1, b"hello"))
+            await until(lambda: len(w.frames) == 1, reader)
+            assert fd not in _epoll_set(loop_epoll)
+            hang_up(reader, conn, server)
+        finally:
+            reader.stop()
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
