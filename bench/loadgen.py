@@ -386,7 +386,7 @@ class FastReader:
         assert conn.transport is not None
         fd = conn.transport.get_extra_info("socket").fileno()
         conn.transport.pause_reading()
-        self._leave_loop_epoll(fd)
+        self._leave_loop_epoll(conn, fd)
         if self.lib.fr_add(conn.idx, fd, conn.buf, len(conn.buf)) != 0:
             conn.transport.resume_reading()
             self.w.note_error("fastread: epoll_ctl failed, read by uvloop")
@@ -395,7 +395,7 @@ class FastReader:
         conn.handed = True
         self.conns[conn.idx] = conn
 
-    def _leave_loop_epoll(self, fd: int) -> None:
+    def _leave_loop_epoll(self, conn: Conn, fd: int) -> None:
         """Take the socket out of the event loop's epoll set now.
 
         libuv stops reading lazily: the socket stays in its epoll set until
@@ -407,6 +407,9 @@ class FastReader:
         bench/analysis.md). libuv marks the socket as not registered when it
         stops reading, so a later resume adds it again.
         """
+        assert conn.transport is not None
+        if conn.transport.get_write_buffer_size() > 0:
+            return  # libuv still watches it for writing: its own removal must stand
         if self._loop_epoll is None:
             found = _epoll_holding(fd)
             self._loop_epoll = found if found >= 0 else None

@@ -321,3 +321,16 @@ def test_a_usual_token_is_checked_without_pyjwt(alg: str) -> None:
     forged = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
     with pytest.raises(AssertionError, match="PyJWT was asked"):
         v.verify(forged)  # a wrong signature is PyJWT's to refuse, with its reason
+
+
+def test_a_signature_with_spare_bits_set_is_left_to_pyjwt() -> None:
+    """base64url's last character carries spare bits: a sibling character decodes
+    to the same signature, and PyJWT refuses it; so does the quick check."""
+    v = verifier()
+    token = hs256()
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    sibling = token[:-1] + alphabet[last ^ 1]
+    assert v._plainly_valid(token) is not None
+    assert v._plainly_valid(sibling) is None
+    refused(lambda: v.verify(sibling), "malformed token|signature")

@@ -225,7 +225,12 @@ class TokenVerifier:
 
 
 def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """The bytes of a canonical base64url segment; ValueError for any other
+    (PyJWT refuses one whose last character has spare bits set)."""
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != segment:
+        raise ValueError("not canonical base64url")
+    return raw
 
 
 def _identity(claims: dict[str, Any]) -> tuple[Identity, float | None]:

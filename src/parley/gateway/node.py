@@ -346,8 +346,11 @@ class Node:
         if removal is None:
             logger.warning("skipping a malformed record at %s/%s", rec.partition, rec.offset)
             return
-        if removal.node == self.node_id:
-            return  # applied when it was made (remove_member)
+        if removal.node == self.node_id or not self.caught_up.is_set():
+            # Its own: applied when it was made (remove_member). Read back at
+            # start-up: the store, read afresh, already knows it and any
+            # re-add after it, which the events read back may not hold.
+            return
         earlier = fresh.pop(removal.room, None)
         if earlier:
             try:
