@@ -296,7 +296,6 @@ class Node:
     # Reading the log ------------------------------------------------------------
 
     def _on_messages(self, records: list[LogRecord]) -> None:
-        hub = self.hub
         self.flusher.hold_collector()  # no collection between a message's first frame and its last
         # Latency counts only live traffic, not the read-back at start-up.
         latency = self.latency if self.caught_up.is_set() else None
@@ -327,10 +326,7 @@ class Node:
             if pending is not None:
                 acked.append((pending[1], first))
         for room, msgs in fresh.items():
-            try:
-                self._c_frames.value += hub.deliver_batch(room, msgs)
-            except Exception:  # one room's failure must not cost the others, or the acks
-                logger.exception("delivering to room %s failed", room)
+            self._deliver(room, msgs)
         for waiters, first in acked:
             for waiter in waiters:
                 waiter.on_ack(first)
@@ -338,6 +334,12 @@ class Node:
             self._read_pos.get(p, 0) >= end for p, end in self._ends.items()
         ):
             self.caught_up.set()
+
+    def _deliver(self, room: str, msgs: list[ChatMessage]) -> None:
+        try:
+            self._c_frames.value += self.hub.deliver_batch(room, msgs)
+        except Exception:  # one room's failure must not cost the others, or the acks
+            logger.exception("delivering to room %s failed", room)
 
     def _on_removal_record(self, rec: LogRecord, fresh: dict[str, list[ChatMessage]]) -> None:
         """A removal in its room's order: the room's earlier messages go out, then
@@ -353,10 +355,7 @@ class Node:
             return
         earlier = fresh.pop(removal.room, None)
         if earlier:
-            try:
-                self._c_frames.value += self.hub.deliver_batch(removal.room, earlier)
-            except Exception:
-                logger.exception("delivering to room %s failed", removal.room)
+            self._deliver(removal.room, earlier)
         self._on_member_event(
             Event("member", room=removal.room, user=removal.user, status="removed")
         )
@@ -637,32 +636,29 @@ class Node:
 
     def _produce_removal(self, room: str, user: str) -> asyncio.Future[Delivered] | None:
         """The removal in the room's partition of the messages topic (records.Removal)."""
-        try:
-            future = self.log.produce(
-                self.messages_topic,
-                partition_for(room, self.partitions),
-                room,
-                encode_removal(user, self.node_id),
-            )
-            future.add_done_callback(_event_delivered)
-            return future
-        except LogUnavailable as exc:
-            logger.warning(
-                "removal of %s from %s not written in the room's order: %s", user, room, exc
-            )
-            return None
+        partition = partition_for(room, self.partitions)
+        value = encode_removal(user, self.node_id)
+        what = f"removal of {user} from {room} (in the room's order)"
+        return self._produce(self.messages_topic, partition, room, value, what)
 
     def _produce_event(self, event: Event) -> asyncio.Future[Delivered] | None:
+        key = event.key()
+        partition = partition_for(key, self.event_partitions)
+        return self._produce(
+            self.events_topic, partition, key, event.encode(), f"event {event.kind}"
+        )
+
+    def _produce(
+        self, topic: str, partition: int, key: str, value: bytes, what: str
+    ) -> asyncio.Future[Delivered] | None:
+        """A best-effort record: None (logged) when the log cannot take it now."""
         try:
-            key = event.key()
-            future = self.log.produce(
-                self.events_topic, partition_for(key, self.event_partitions), key, event.encode()
-            )
-            future.add_done_callback(_event_delivered)
-            return future
+            future = self.log.produce(topic, partition, key, value)
         except LogUnavailable as exc:
-            logger.warning("event %s not sent: %s", event.kind, exc)
+            logger.warning("%s not sent: %s", what, exc)
             return None
+        future.add_done_callback(_event_delivered)
+        return future
 
     # Sending --------------------------------------------------------------------
 
